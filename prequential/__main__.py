@@ -1,0 +1,5 @@
+import sys
+
+from prequential.cli import main
+
+sys.exit(main())

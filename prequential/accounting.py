@@ -1,0 +1,142 @@
+"""The description length, itemized: model code, header, coded payload, and classical baselines.
+
+L(data) = L(code) + sum_t -log2 p_t(x_t) + coder overhead + framing + header, where L(code) is
+the LZMA-compressed source of everything a receiver must run besides the shared libraries.
+"""
+
+from __future__ import annotations
+
+import bz2
+import dataclasses
+import functools
+import gzip
+import hashlib
+import importlib.metadata
+import lzma
+from pathlib import Path
+from typing import Any
+
+# The modules that define the computation a receiver replays: counted as the model's code.
+REPLAY_MODULES = ("config", "model", "learner", "coder", "replay")
+# The libraries whose versions decide the floats; pinned exactly in pyproject.toml.
+NUMERIC_LIBRARIES = ("jax", "jaxlib", "flax", "optax", "constriction", "numpy")
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("prequential")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@functools.cache
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in NUMERIC_LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def library_digest() -> bytes:
+    text = ";".join(f"{k}={v}" for k, v in library_versions().items())
+    return hashlib.blake2b(text.encode(), digest_size=4).digest()
+
+
+@functools.cache
+def replay_source() -> bytes:
+    here = Path(__file__).parent
+    return b"".join((here / f"{name}.py").read_bytes() for name in REPLAY_MODULES)
+
+
+def code_digest(extra_source: bytes = b"") -> bytes:
+    """4-byte hash of the replay code (and of a user's model source, when one is used)."""
+    return hashlib.blake2b(replay_source() + extra_source, digest_size=4).digest()
+
+
+@functools.cache
+def model_code_bytes(extra_source: bytes = b"") -> int:
+    """L(code): the replay code and model definition, LZMA-compressed (xz -9e)."""
+    return len(lzma.compress(replay_source() + extra_source, preset=9 | lzma.PRESET_EXTREME))
+
+
+def baselines(data: bytes) -> dict[str, int]:
+    """Sizes of the same input under classical compressors of the standard library."""
+    return {
+        "gzip -9": len(gzip.compress(data, compresslevel=9, mtime=0)),
+        "bzip2 -9": len(bz2.compress(data, 9)),
+        "xz -9e": len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)),
+    }
+
+
+@dataclasses.dataclass
+class Report:
+    """What a compress (or measure) run cost, in the units a reader checks by hand."""
+
+    original_bytes: int
+    header_bytes: int
+    payload_bytes: int  # everything after the header
+    coded_bytes: int  # of which range-coder output; the rest is framing (lengths, sync digests, CRCs)
+    ideal_bits: float  # sum over tokens of -log2 p, p as given to the coder
+    model_code_bytes: int
+    stored: bool  # the input was stored as is, being smaller than its code
+    seconds: float
+    config: dict[str, Any]
+    baselines: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def file_bytes(self) -> int:
+        return self.header_bytes + self.payload_bytes
+
+    @property
+    def overhead_bits(self) -> float:
+        return 8 * self.coded_bytes - self.ideal_bits
+
+    @property
+    def overhead_percent(self) -> float:
+        return 100 * self.overhead_bits / self.ideal_bits if self.ideal_bits else 0.0
+
+    @property
+    def total_bits(self) -> int:
+        """The description length: file plus model code."""
+        return 8 * (self.file_bytes + self.model_code_bytes)
+
+    def bits_per_byte(self, n_bytes: int) -> float:
+        return 8 * n_bytes / self.original_bytes if self.original_bytes else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.update(
+            file_bytes=self.file_bytes,
+            framing_bytes=self.payload_bytes - self.coded_bytes if not self.stored else 0,
+            overhead_bits=self.overhead_bits,
+            overhead_percent=self.overhead_percent,
+            total_bits=self.total_bits,
+            file_bits_per_byte=self.bits_per_byte(self.file_bytes),
+            ideal_bits_per_byte=self.ideal_bits / self.original_bytes if self.original_bytes else 0.0,
+            total_bits_per_byte=self.total_bits / self.original_bytes if self.original_bytes else 0.0,
+            speed_kb_per_s=self.original_bytes / 1000 / self.seconds if self.seconds else 0.0,
+        )
+        return out
+
+    def format(self) -> str:
+        d = self.to_dict()
+        n = max(self.original_bytes, 1)
+        lines = [
+            f"original            {self.original_bytes:>12,} bytes",
+            f"header              {self.header_bytes:>12,} bytes",
+            f"payload             {self.payload_bytes:>12,} bytes"
+            + ("  (stored: the model's code was larger)" if self.stored else f"  ({d['framing_bytes']:,} of framing)"),
+            f"ideal               {self.ideal_bits:>14,.1f} bits  (sum of -log2 p over {self.original_bytes:,} tokens,"
+            f" {self.ideal_bits / n:.4f} bits/byte)",
+            f"coder overhead      {self.overhead_bits:>14,.1f} bits  ({self.overhead_percent:.5f} % of ideal)",
+            f"model code          {self.model_code_bytes:>12,} bytes  (replay code and model, LZMA)",
+            f"total               {self.total_bits:>12,} bits   ({d['total_bits_per_byte']:.4f} bits/byte with code)",
+            f"file                {self.file_bytes:>12,} bytes  ({d['file_bits_per_byte']:.4f} bits/byte)",
+        ]
+        lines += [f"{name:<20}{size:>12,} bytes  ({8 * size / n:.4f} bits/byte)" for name, size in self.baselines.items()]
+        if self.seconds:
+            lines.append(f"time                {self.seconds:>14.2f} s     ({d['speed_kb_per_s']:.2f} KB/s)")
+        return "\n".join(lines)

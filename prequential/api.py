@@ -1,0 +1,220 @@
+"""Compress and decompress: the checks around the replay engine, for bytes and streams."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import shutil
+import tempfile
+import time
+from typing import BinaryIO
+
+import numpy as np
+
+from prequential import accounting, container, numerics
+from prequential.config import Config, preset
+from prequential.errors import FormatError, NumericsError, PrequentialError, VersionError
+from prequential.replay import Layout, Progress
+
+DEFAULT_MAX_OUTPUT = 1 << 40  # 1 TiB: a header claiming more is refused before any work
+
+
+def resolve_config(config: Config | str) -> Config:
+    return preset(config) if isinstance(config, str) else config.validate()
+
+
+@functools.lru_cache(maxsize=8)
+def _learner(config: Config):
+    # Imported here so that numerics.activate() runs before JAX computes anything.
+    from prequential.learner import Learner
+
+    return Learner.create(config)
+
+
+def _fingerprint(config: Config) -> bytes:
+    from prequential.learner import fingerprint
+
+    return fingerprint(_learner(config))
+
+
+def encode(
+    data: bytes,
+    out: BinaryIO,
+    config: Config | str = "default",
+    *,
+    threads: int = 1,
+    progress: Progress | None = None,
+) -> accounting.Report:
+    """Compress `data` to the stream `out`; return the itemized description length.
+
+    `threads` is the number of CPU cores XLA may use; a decoder needs at least as many (one
+    thread decodes anywhere and, for the models here, is also the fastest on a 2-core CPU).
+    """
+    from prequential.coder import Encoder
+    from prequential.replay import replay
+
+    config = resolve_config(config)
+    started = time.perf_counter()
+    here = numerics.activate("cpu", threads)
+    layout = Layout(len(data), config.streams, config.segment)
+    tokens = np.frombuffer(data, np.uint8).astype(np.int32)
+    with tempfile.TemporaryFile() as payload:
+        coder = Encoder(layout.split(tokens), payload)
+        ideal_bits = replay(_learner(config), layout, coder, progress).ideal_bits if len(data) else 0.0
+        stored = payload.tell() >= len(data) and len(data) > 0
+        header = container.encode_header(
+            container.Header(
+                flags=container.FLAG_STORED if stored else 0,
+                n_bytes=len(data),
+                sha256=hashlib.sha256(data).digest(),
+                package_version=accounting.package_version(),
+                library_digest=accounting.library_digest(),
+                code_digest=accounting.code_digest(),
+                numerics=here,
+                fingerprint=_fingerprint(config) if data else bytes(8),
+                config=config,
+            )
+        )
+        out.write(header)
+        if stored:
+            out.write(data)
+        else:
+            payload.seek(0)
+            shutil.copyfileobj(payload, out)
+        payload_bytes = len(data) if stored else coder.bytes_written
+    return accounting.Report(
+        original_bytes=len(data),
+        header_bytes=len(header),
+        payload_bytes=payload_bytes,
+        coded_bytes=coder.word_bytes,
+        ideal_bits=ideal_bits,
+        model_code_bytes=accounting.model_code_bytes(),
+        stored=stored,
+        seconds=time.perf_counter() - started,
+        config=config.to_dict(),
+    )
+
+
+def check_versions(header: container.Header) -> None:
+    """Refuse, naming the versions to install, a file this installation cannot replay."""
+    ours = accounting.package_version()
+    if header.package_version != ours:
+        raise VersionError(
+            f"file made by prequential {header.package_version}, this is {ours}: "
+            f"decode it with 'pip install prequential=={header.package_version}'"
+        )
+    if header.library_digest != accounting.library_digest():
+        libs = ", ".join(f"{k} {v}" for k, v in accounting.library_versions().items())
+        raise VersionError(
+            f"file made with other numeric libraries than the installed ones ({libs}); "
+            f"reinstall the exact versions pinned by prequential {ours}"
+        )
+    if header.code_digest != accounting.code_digest():
+        raise VersionError(f"the replay code differs from the encoder's although both say prequential {ours}; reinstall it")
+
+
+def prepare_numerics(header: container.Header) -> numerics.Numerics:
+    """Pin this process like the encoder (or as close as it can), before JAX starts."""
+    threads = min(header.numerics.threads, numerics.usable_cores())
+    here = numerics.activate(header.numerics.backend, threads, strict=False)
+    if header.numerics.device_kind != here.device_kind:
+        raise NumericsError(
+            f"file made on {header.numerics.device_kind!r}, this machine has {here.device_kind!r}: "
+            f"results are reproducible only on the same device kind; decode there"
+        )
+    return here
+
+
+def _check_fingerprint(header: container.Header, here: numerics.Numerics) -> None:
+    if _fingerprint(header.config) == header.fingerprint:
+        return
+    causes = numerics.mismatches(header.numerics, here)
+    if header.numerics.threads > numerics.usable_cores():
+        remedy = f"decode where prequential can use {header.numerics.threads} CPU cores, or re-encode with --threads {here.threads}"
+    elif header.numerics.threads != here.threads:
+        remedy = "decode in a fresh process (the prequential command starts one)"
+    else:
+        remedy = "decode on the kind of machine that encoded it"
+    raise NumericsError(
+        "refusing to decode: this machine computes different floats than the encoder "
+        f"({'; '.join(causes) or 'same settings, so the CPU or library build differs'}); {remedy}"
+    )
+
+
+def decode(
+    source: BinaryIO,
+    out: BinaryIO,
+    *,
+    progress: Progress | None = None,
+    max_output: int = DEFAULT_MAX_OUTPUT,
+) -> container.Header:
+    """Decompress the stream `source` into `out`, which receives data only after its SHA-256 matched."""
+    from prequential.coder import Decoder
+    from prequential.replay import replay
+
+    header = container.read_header(source)
+    check_versions(header)
+    if header.n_bytes > max_output:
+        raise PrequentialError(
+            f"file declares {header.n_bytes:,} bytes of output, more than the limit of {max_output:,} (--max-output-size)"
+        )
+    if header.stored:
+        data = source.read(header.n_bytes)
+        if len(data) != header.n_bytes:
+            raise FormatError("file is truncated (while reading the stored data)")
+    elif header.n_bytes == 0:
+        data = b""
+    else:
+        here = prepare_numerics(header)
+        _check_fingerprint(header, here)
+        layout = Layout(header.n_bytes, header.config.streams, header.config.segment)
+        tokens = replay(_learner(header.config), layout, Decoder(source), progress).tokens
+        data = tokens.astype(np.uint8).tobytes()
+    container.expect_end(source)
+    if hashlib.sha256(data).digest() != header.sha256:
+        raise FormatError("decoded data fails its SHA-256 check: the file is corrupt")
+    out.write(data)
+    return header
+
+
+def compress(data: bytes, config: Config | str = "default", *, threads: int = 1, progress: Progress | None = None) -> bytes:
+    """Compress bytes with a model trained online on them; `decompress` inverts it exactly."""
+    out = io.BytesIO()
+    encode(data, out, config, threads=threads, progress=progress)
+    return out.getvalue()
+
+
+def decompress(blob: bytes, *, progress: Progress | None = None, max_output: int = DEFAULT_MAX_OUTPUT) -> bytes:
+    out = io.BytesIO()
+    decode(io.BytesIO(blob), out, progress=progress, max_output=max_output)
+    return out.getvalue()
+
+
+def inspect(source: BinaryIO) -> tuple[container.Header, accounting.Report]:
+    """Read a file's header and walk its blocks (without decoding) to itemize its size."""
+    start = source.tell()
+    header = container.read_header(source)
+    header_bytes = source.tell() - start
+    coded_bytes, ideal_bits = 0, 0.0
+    if header.stored:
+        if len(source.read(header.n_bytes)) != header.n_bytes:
+            raise FormatError("file is truncated (while reading the stored data)")
+    else:
+        for plan in Layout(header.n_bytes, header.config.streams, header.config.segment).blocks(header.config):
+            block = container.read_block(source, plan.n_sync, plan.last, plan.max_words)
+            coded_bytes += 4 * len(block.words)
+            ideal_bits = block.ideal_bits if plan.last else ideal_bits
+    container.expect_end(source)
+    report = accounting.Report(
+        original_bytes=header.n_bytes,
+        header_bytes=header_bytes,
+        payload_bytes=source.tell() - start - header_bytes,
+        coded_bytes=coded_bytes,
+        ideal_bits=ideal_bits,
+        model_code_bytes=accounting.model_code_bytes(),
+        stored=header.stored,
+        seconds=0.0,
+        config=header.config.to_dict(),
+    )
+    return header, report

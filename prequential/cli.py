@@ -1,0 +1,293 @@
+"""The `prequential` command: compress, decompress, verify, info (manners of xz and zstd).
+
+Outputs are written to a temporary file beside the destination and renamed into place only
+when complete (and, for decompression, only after the SHA-256 matched), so an error or an
+interruption never leaves a partial file. Errors are one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from prequential import accounting, api, container
+from prequential import config as configs
+from prequential.errors import PrequentialError
+
+SUFFIX = ".pq"
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+
+
+class UsageError(PrequentialError):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="prequential", description="Lossless compression by learning the data online.")
+    p.add_argument("--version", action="version", version=f"prequential {accounting.package_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(q: argparse.ArgumentParser, output: bool = True) -> None:
+        q.add_argument("file", help="input file, or - for standard input")
+        if output:
+            q.add_argument("-o", "--output", help="output path, or - for standard output")
+            q.add_argument(
+                "-k", "--keep", action="store_true", help="keep the input file (it is deleted after success otherwise, as with xz)"
+            )
+            q.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+        q.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no report on stderr")
+
+    c = sub.add_parser("compress", help="compress FILE to FILE.pq")
+    common(c)
+    c.add_argument("--preset", choices=list(configs.PRESETS), help="named configuration (default: default)")
+    c.add_argument("--config", metavar="PATH", help="TOML or JSON file of config fields (may name a preset)")
+    c.add_argument(
+        "--threads", type=int, default=1, help="CPU threads for XLA; a decoder needs at least as many cores (default: 1, decodes anywhere)"
+    )
+    c.add_argument("--verify", action="store_true", help="decode the result in a fresh process before keeping it")
+    c.add_argument("--json", metavar="PATH", help="write the description-length report as JSON")
+
+    d = sub.add_parser("decompress", help="restore FILE.pq to FILE")
+    common(d)
+    d.add_argument(
+        "--max-output-size",
+        type=_size,
+        default=api.DEFAULT_MAX_OUTPUT,
+        metavar="BYTES",
+        help="refuse files that declare more output (default: 1T; suffixes K M G T)",
+    )
+
+    v = sub.add_parser("verify", help="decode FILE.pq and check its SHA-256, writing nothing")
+    common(v, output=False)
+
+    m = sub.add_parser("demo", help="compress, decompress (in a fresh process) and verify an embedded sample text")
+    m.add_argument("--preset", choices=list(configs.PRESETS), default="default")
+    m.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    i = sub.add_parser("info", help="print the header and the description-length breakdown")
+    i.add_argument("file")
+    i.add_argument("--json", metavar="PATH", help="also write it as JSON")
+    return p
+
+
+def _size(text: str) -> int:
+    units = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    scale = units.get(text[-1:].upper(), 1)
+    try:
+        value = int(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+    return value
+
+
+def _read_input(name: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(name).read_bytes()
+    except OSError as err:
+        raise PrequentialError(f"cannot read {name!r}: {err.strerror}") from None
+
+
+@contextlib.contextmanager
+def _atomic_output(name: str, force: bool) -> Iterator[BinaryIO]:
+    """A temporary file that becomes `name` (or is copied to stdout) only if the block succeeds."""
+    if name != "-" and os.path.exists(name) and not force:
+        raise PrequentialError(f"{name!r} already exists; use -f to overwrite it")
+    directory = tempfile.gettempdir() if name == "-" else (os.path.dirname(name) or ".")
+    try:
+        tmp = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in the finally below)
+            dir=directory, prefix=f".{os.path.basename(name)}.", suffix=".tmp", delete=False
+        )
+    except OSError as err:
+        raise PrequentialError(f"cannot write to {directory!r}: {err.strerror}") from None
+    try:
+        yield tmp
+        tmp.flush()
+        os.fsync(tmp.fileno())
+        tmp.close()
+        if name == "-":
+            with open(tmp.name, "rb") as done:
+                while chunk := done.read(1 << 20):
+                    sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        else:
+            os.replace(tmp.name, name)
+    finally:
+        tmp.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp.name)
+
+
+class _ProgressBar:
+    """tqdm on stderr: bytes done, KB/s, ETA and the running bits per byte."""
+
+    def __init__(self, total: int, label: str, quiet: bool) -> None:
+        self.bar = None
+        if not quiet and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1000, file=sys.stderr, mininterval=0.5, delay=1.0, leave=False
+            )
+
+    def __call__(self, done: int, bits: float) -> None:
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+            self.bar.set_postfix_str(f"{bits / max(done, 1):.3f} bits/byte", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _output_name(args: argparse.Namespace, compressing: bool) -> str:
+    if args.output:
+        return args.output
+    if args.file == "-":
+        return "-"
+    if compressing:
+        return args.file + SUFFIX
+    if not args.file.endswith(SUFFIX):
+        raise UsageError(f"{args.file!r} does not end in {SUFFIX}; name the output with -o")
+    return args.file[: -len(SUFFIX)]
+
+
+def _write_json(path: str, payload: dict[str, Any]) -> None:
+    with _atomic_output(path, force=True) as out:
+        out.write(json.dumps(payload, indent=2).encode() + b"\n")
+
+
+def _finish(args: argparse.Namespace, output: str) -> None:
+    if not args.keep and args.file != "-" and output != "-":
+        os.unlink(args.file)
+
+
+def _compress(args: argparse.Namespace) -> None:
+    if args.preset and args.config:
+        raise UsageError("give --preset or --config, not both")
+    config = configs.load(args.config) if args.config else configs.preset(args.preset or "default")
+    output = _output_name(args, compressing=True)
+    if output == "-" and sys.stdout.isatty():
+        raise UsageError("refusing to write compressed data to a terminal; use -o or redirect standard output")
+    data = _read_input(args.file)
+    bar = _ProgressBar(len(data), "compress", args.quiet)
+    with _atomic_output(output, args.force) as out:
+        try:
+            report = api.encode(data, out, config, threads=args.threads, progress=bar)
+        finally:
+            bar.close()
+        if args.verify:
+            out.flush()
+            _verify_in_fresh_process(out.name)
+    report.baselines = accounting.baselines(data)
+    if not args.quiet:
+        print(report.format(), file=sys.stderr)
+    if args.json:
+        _write_json(args.json, report.to_dict())
+    _finish(args, output)
+
+
+def _verify_in_fresh_process(path: str) -> None:
+    """A new process proves the file decodes from the file alone, not from this process's state."""
+    done = subprocess.run([sys.executable, "-m", "prequential", "verify", "--quiet", path], capture_output=True, text=True)
+    if done.returncode:
+        message = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit code {done.returncode}"
+        raise PrequentialError(f"verification failed, nothing written: {message}")
+
+
+def _decode_to(args: argparse.Namespace, out: BinaryIO, max_output: int = api.DEFAULT_MAX_OUTPUT) -> None:
+    source: BinaryIO = io.BytesIO(_read_input(args.file))
+    header, _ = api.inspect(source)  # a corrupt file is refused before any model runs
+    source.seek(0)
+    bar = _ProgressBar(header.n_bytes, "decompress", args.quiet)
+    try:
+        api.decode(source, out, progress=bar, max_output=max_output)
+    finally:
+        bar.close()
+
+
+def _decompress(args: argparse.Namespace) -> None:
+    output = _output_name(args, compressing=False)
+    with _atomic_output(output, args.force) as out:
+        _decode_to(args, out, args.max_output_size)
+    _finish(args, output)
+
+
+def _verify(args: argparse.Namespace) -> None:
+    with open(os.devnull, "wb") as sink:
+        _decode_to(args, sink)
+    if not args.quiet:
+        print(f"{args.file}: OK", file=sys.stderr)
+
+
+def _info(args: argparse.Namespace) -> None:
+    header, report = api.inspect(io.BytesIO(_read_input(args.file)))
+    n = header.numerics
+    fields = {
+        "file": args.file,
+        "package_version": header.package_version,
+        "format_version": container.FORMAT_VERSION,
+        "original_bytes": header.n_bytes,
+        "sha256": header.sha256.hex(),
+        "stored": header.stored,
+        "numerics": {"backend": n.backend, "device_kind": n.device_kind, "threads": n.threads, "xla_flags_digest": n.flags_digest.hex()},
+        "library_digest": header.library_digest.hex(),
+        "code_digest": header.code_digest.hex(),
+        "fingerprint": header.fingerprint.hex(),
+        "config": header.config.to_dict(),
+        "report": report.to_dict(),
+    }
+    print(f"{args.file}: prequential {header.package_version}, {header.n_bytes:,} bytes, sha256 {header.sha256.hex()}")
+    print(f"numerics: {n.describe()}; fingerprint {header.fingerprint.hex()}")
+    print(f"digests: code #{header.code_digest.hex()}, numeric libraries #{header.library_digest.hex()}")
+    print("config: " + ", ".join(f"{k}={v}" for k, v in header.config.to_dict().items()))
+    print(report.format())
+    if args.json:
+        _write_json(args.json, fields)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    sample = (resources.files("prequential") / "data" / "sample.txt").read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        original, packed, restored = (os.path.join(tmp, name) for name in ("sample.txt", "sample.txt.pq", "restored.txt"))
+        Path(original).write_bytes(sample)
+        print(
+            f"compressing the embedded sample ({len(sample):,} bytes of 'Alice in Wonderland') with preset {args.preset!r}", file=sys.stderr
+        )
+        _compress(_parser().parse_args(["compress", original, "-k", "--preset", args.preset] + ["-q"] * args.quiet))
+        print("decompressing in a fresh process ...", file=sys.stderr)
+        done = subprocess.run(
+            [sys.executable, "-m", "prequential", "decompress", "-q", packed, "-o", restored], capture_output=True, text=True
+        )
+        if done.returncode or Path(restored).read_bytes() != sample:
+            raise PrequentialError(f"demo round trip failed: {done.stderr.strip() or 'restored bytes differ'}")
+    print(f"OK: {len(sample):,} bytes restored bit-exact (SHA-256 checked) by a separate process", file=sys.stderr)
+
+
+COMMANDS = {"compress": _compress, "decompress": _decompress, "verify": _verify, "info": _info, "demo": _demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except PrequentialError as err:
+        print(f"prequential: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("prequential: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_ERROR
+    return 0

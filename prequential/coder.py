@@ -1,0 +1,84 @@
+"""The two directions of the coder the replay engine drives: range encoding and range decoding.
+
+Both take the model's float32 probabilities for the active streams at one position. The encoder
+codes the known tokens and returns them; the decoder returns the tokens it decodes. Everything
+else (the model, the training, the order of calls) is the replay engine's and is shared.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO, Protocol
+
+import constriction
+import numpy as np
+
+from prequential import container
+from prequential.errors import DesyncError
+
+# perfect=False: constriction's fast, leaky quantization; every symbol keeps a nonzero probability.
+_FAMILY = constriction.stream.model.Categorical(perfect=False)
+
+
+class Coder(Protocol):
+    def begin_block(self, n_sync: int, last: bool, max_words: int) -> None: ...
+    def code(self, probs: np.ndarray, position: int, active: np.ndarray) -> np.ndarray: ...
+    def sync(self, digest: bytes, segment: int) -> None: ...
+    def end_block(self, ideal_bits: float) -> None: ...
+
+
+class Encoder:
+    """Codes the known tokens (streams, positions) and writes each finished block to `out`."""
+
+    def __init__(self, tokens: np.ndarray, out: BinaryIO) -> None:
+        self.tokens = tokens
+        self.out = out
+        self.bytes_written = 0
+        self.word_bytes = 0  # range-coder output alone, without framing
+
+    def begin_block(self, n_sync: int, last: bool, max_words: int) -> None:
+        self._coder = constriction.stream.queue.RangeEncoder()
+        self._digests: list[bytes] = []
+        self._last = last
+
+    def code(self, probs: np.ndarray, position: int, active: np.ndarray) -> np.ndarray:
+        symbols = self.tokens[active, position]
+        self._coder.encode(symbols, _FAMILY, probs)
+        return symbols
+
+    def sync(self, digest: bytes, segment: int) -> None:
+        self._digests.append(digest)
+
+    def end_block(self, ideal_bits: float) -> None:
+        words = self._coder.get_compressed()
+        block = container.encode_block(words, self._digests, ideal_bits if self._last else None)
+        self.word_bytes += 4 * len(words)
+        self.out.write(block)
+        self.bytes_written += len(block)
+
+
+class Decoder:
+    """Reads blocks from `source` and decodes tokens; checks each parameter digest as it comes."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self.ideal_bits: float | None = None
+
+    def begin_block(self, n_sync: int, last: bool, max_words: int) -> None:
+        block = container.read_block(self.source, n_sync, last, max_words)
+        self._coder = constriction.stream.queue.RangeDecoder(block.words)
+        self._digests = iter(block.digests)
+        if last:
+            self.ideal_bits = block.ideal_bits
+
+    def code(self, probs: np.ndarray, position: int, active: np.ndarray) -> np.ndarray:
+        return self._coder.decode(_FAMILY, probs)
+
+    def sync(self, digest: bytes, segment: int) -> None:
+        if digest != next(self._digests):
+            raise DesyncError(
+                f"decoding diverged from the encoder at segment {segment}: this machine computes "
+                "different floats (see 'prequential info' for the encoder's settings)"
+            )
+
+    def end_block(self, ideal_bits: float) -> None:
+        pass

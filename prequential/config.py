@@ -1,0 +1,182 @@
+"""Every hyperparameter the decoder must replay, in one frozen dataclass, and the named presets.
+
+The config is written to the file header (as a preset name plus the fields that differ from it)
+and read back, so a decoder needs nothing but the file and the same package version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from prequential.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    # Tokens: the alphabet the coder codes; the model also sees one extra start symbol.
+    vocab_size: int = 256
+    # Model: a pre-norm causal transformer.
+    n_layers: int = 2
+    d_model: int = 128
+    n_heads: int = 4
+    d_ff: int = 512
+    # Schedule: the input is cut into `streams` equal parallel streams; after every `segment`
+    # steps the model takes one gradient step on the tokens just coded. Each token attends to the
+    # `memory` tokens before its segment plus the segment so far.
+    streams: int = 8
+    segment: int = 32
+    memory: int = 32
+    # Optimizer: Adam with per-parameter clipping and a linear warm-up of the learning rate.
+    learning_rate: float = 1e-3
+    warmup_segments: int = 0
+    adam_b1: float = 0.0
+    adam_b2: float = 0.9999
+    adam_eps: float = 1e-8
+    grad_clip: float = 0.0  # clip each gradient element to [-c, c]; 0 turns it off
+    seed: int = 0
+    # Container: a parameter hash every `sync_segments` segments lets the decoder detect a
+    # divergence early; the range coder is flushed every `block_segments` segments.
+    sync_segments: int = 256
+    block_segments: int = 4096
+
+    @property
+    def window(self) -> int:
+        """Tokens the model sees in one training example: memory plus segment."""
+        return self.memory + self.segment
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> Config:
+        """Raise ConfigError naming the first field out of range; return self when all are fine."""
+        for field, (low, high) in _INT_BOUNDS.items():
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ConfigError(f"config field {field!r} must be an integer in [{low}, {high}], got {value!r}")
+        for field, (low, high) in _FLOAT_BOUNDS.items():
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ConfigError(f"config field {field!r} must be a finite number, got {value!r}")
+            if not low <= value <= high:
+                raise ConfigError(f"config field {field!r} must be in [{low}, {high}], got {value!r}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"config field 'learning_rate' must be positive, got {self.learning_rate!r}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"config field 'd_model' ({self.d_model}) must be a multiple of 'n_heads' ({self.n_heads})")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Bounds keep a hostile header from asking for absurd allocations.
+_INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "vocab_size": (2, 65536),
+    "n_layers": (1, 64),
+    "d_model": (1, 8192),
+    "n_heads": (1, 256),
+    "d_ff": (1, 65536),
+    "streams": (1, 4096),
+    "segment": (1, 4096),
+    "memory": (1, 16384),
+    "warmup_segments": (0, 2**31 - 1),
+    "seed": (0, 2**31 - 1),
+    "sync_segments": (1, 2**31 - 1),
+    "block_segments": (1, 2**31 - 1),
+}
+_FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
+    "learning_rate": (0.0, 10.0),
+    "adam_b1": (0.0, 0.999999),
+    "adam_b2": (0.0, 0.999999999),
+    "adam_eps": (0.0, 1.0),
+    "grad_clip": (0.0, 1e9),
+}
+
+PRESETS: dict[str, Config] = {
+    # For tests: compiles in seconds and codes thousands of bytes per second on one core.
+    "tiny": Config(
+        n_layers=1,
+        d_model=32,
+        n_heads=2,
+        d_ff=64,
+        streams=4,
+        segment=8,
+        memory=8,
+        learning_rate=3e-3,
+        sync_segments=4,
+        block_segments=16,
+    ),
+    # Sized for a 2-core CPU.
+    "default": Config(),
+}
+
+
+def preset(name: str) -> Config:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
+    """Build a validated config from a mapping; an optional "preset" key names the base."""
+    values = dict(values)
+    name = values.pop("preset", None)
+    if name is not None:
+        if not isinstance(name, str):
+            raise ConfigError(f"config field 'preset' must be a string, got {name!r}")
+        base = preset(name)
+    base = base or PRESETS["default"]
+    known = {f.name: f.type for f in dataclasses.fields(Config)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown config field {key!r}")
+        if known[key] == "float" and isinstance(value, int) and not isinstance(value, bool):
+            values[key] = float(value)
+    return base.replace(**values).validate()
+
+
+def load(path: str | Path, base: Config | None = None) -> Config:
+    """Read a TOML (.toml) or JSON config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {err.strerror}") from None
+    try:
+        values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"config file {str(path)!r} does not parse: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a table of fields")
+    return from_dict(values, base)
+
+
+def to_compact(config: Config) -> tuple[str, str]:
+    """(preset name, JSON of the fields that differ from it), choosing the preset with fewest diffs."""
+    best: tuple[str, dict[str, Any]] | None = None
+    for name, candidate in PRESETS.items():
+        diff = {k: v for k, v in config.to_dict().items() if getattr(candidate, k) != v}
+        if best is None or len(diff) < len(best[1]):
+            best = (name, diff)
+    assert best is not None
+    name, diff = best
+    return name, json.dumps(diff, separators=(",", ":"), sort_keys=True) if diff else ""
+
+
+def from_compact(name: str, overrides: str) -> Config:
+    """Inverse of to_compact; raises ConfigError on anything malformed."""
+    try:
+        values = json.loads(overrides) if overrides else {}
+    except json.JSONDecodeError:
+        raise ConfigError("config overrides in the header are not valid JSON") from None
+    if not isinstance(values, dict):
+        raise ConfigError("config overrides in the header are not a table")
+    if "preset" in values:
+        raise ConfigError("config overrides in the header name a preset")
+    return from_dict(values, preset(name))

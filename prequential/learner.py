@@ -1,0 +1,143 @@
+"""The online learner: pure, jitted functions of (params, optimizer state) and token arrays.
+
+`train` scores a segment with the parameters *before* it updates on it, so the bits it returns
+are the prequential code length of that segment (teacher-forced). `prefill` and `step` score
+one position per stream at a time, which is what a decoder can do; the replay engine runs those
+on both sides of the coder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from prequential.config import Config
+from prequential.model import Transformer
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+
+
+def optimizer_from_config(config: Config) -> optax.GradientTransformation:
+    """Adam (beta1 near 0 and beta2 near 1 suit online learning), optional clipping and warm-up."""
+    rate: optax.ScalarOrSchedule = config.learning_rate
+    if config.warmup_segments:
+        rate = optax.linear_schedule(config.learning_rate / config.warmup_segments, config.learning_rate, config.warmup_segments)
+    clip = [optax.clip(config.grad_clip)] if config.grad_clip else []
+    return optax.chain(
+        *clip,
+        optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
+        optax.scale_by_learning_rate(rate),
+    )
+
+
+def _has_cache_methods(module: nn.Module) -> bool:
+    return callable(getattr(module, "prefill", None)) and callable(getattr(module, "step", None))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Learner:
+    """The jitted functions for one config, module and optimizer; each takes state and returns state."""
+
+    config: Config
+    module: nn.Module
+    optimizer: optax.GradientTransformation
+
+    @classmethod
+    def create(cls, config: Config, module: nn.Module | None = None, optimizer: optax.GradientTransformation | None = None) -> Learner:
+        return cls(config, module or Transformer(config), optimizer or optimizer_from_config(config))
+
+    @functools.cached_property
+    def train(self):
+        """(state, window (B,M+T), targets (B,T), mask (B,T)) -> (new state, bits (B,T) before it)."""
+        return jax.jit(self._train, donate_argnums=0)
+
+    @functools.cached_property
+    def prefill(self):
+        """(params, memory (B,M)) -> cache for the segment that follows the memory."""
+        return jax.jit(self._prefill_cached if _has_cache_methods(self.module) else self._prefill_window)
+
+    @functools.cached_property
+    def step(self):
+        """(params, cache, tokens (B,), window position) -> (probabilities (B,V) float32, cache)."""
+        return jax.jit(self._step_cached if _has_cache_methods(self.module) else self._step_window, donate_argnums=1)
+
+    @functools.cached_property
+    def init(self):
+        """() -> the initial TrainState, from the config's seed."""
+        return jax.jit(self._init)
+
+    def _init(self) -> TrainState:
+        tokens = jnp.full((self.config.streams, self.config.window), self.config.vocab_size, jnp.int32)
+        params = self.module.init(jax.random.PRNGKey(self.config.seed), tokens)
+        return TrainState(params, self.optimizer.init(params))
+
+    def segment_bits(self, params: Any, window: jax.Array, targets: jax.Array) -> jax.Array:
+        """-log2 p of each target (B, T) given the window (B, M+T) of inputs before it."""
+        logits = self.module.apply(params, window)[:, self.config.memory :].astype(jnp.float32)
+        nats = -jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], axis=-1)[..., 0]
+        return nats / math.log(2)
+
+    def _train(self, state: TrainState, window: jax.Array, targets: jax.Array, mask: jax.Array):
+        def loss(params):
+            bits = self.segment_bits(params, window, targets)
+            return jnp.sum(bits * mask) / jnp.maximum(jnp.sum(mask), 1), bits
+
+        (_, bits), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        return TrainState(optax.apply_updates(state.params, updates), opt_state), bits
+
+    def _prefill_cached(self, params: Any, memory: jax.Array) -> Any:
+        return self.module.apply(params, memory, method="prefill")
+
+    def _step_cached(self, params: Any, cache: Any, tokens: jax.Array, pos: jax.Array):
+        logits, cache = self.module.apply(params, tokens, pos, cache, method="step")
+        return jax.nn.softmax(logits.astype(jnp.float32)), cache
+
+    # A module without a cache is run on the whole window each step; positions not yet coded hold
+    # the start symbol on both sides, so encoder and decoder still see identical inputs.
+    def _prefill_window(self, params: Any, memory: jax.Array) -> jax.Array:
+        pad = jnp.full((memory.shape[0], self.config.segment), self.config.vocab_size, jnp.int32)
+        return jnp.concatenate([memory, pad], axis=1)
+
+    def _step_window(self, params: Any, window: jax.Array, tokens: jax.Array, pos: jax.Array):
+        window = jax.lax.dynamic_update_slice_in_dim(window, tokens[:, None], pos, axis=1)
+        logits = jax.lax.dynamic_index_in_dim(self.module.apply(params, window), pos, axis=1, keepdims=False)
+        return jax.nn.softmax(logits.astype(jnp.float32)), window
+
+
+def params_digest(params: Any) -> bytes:
+    """4-byte hash of every parameter's bits: the sync check between encoder and decoder."""
+    h = hashlib.blake2b(digest_size=4)
+    for leaf in jax.tree_util.tree_leaves(params):
+        h.update(np.asarray(leaf).tobytes())
+    return h.digest()
+
+
+def fingerprint(learner: Learner) -> bytes:
+    """8-byte hash of what the compiled functions compute on a fixed probe: init, step, train,
+    step again. A decoder whose hash differs would decode garbage, so it refuses up front."""
+    c = learner.config
+    rng = np.random.default_rng(0x5EED)
+    window = rng.integers(0, c.vocab_size + 1, (c.streams, c.window), dtype=np.int32)
+    targets = rng.integers(0, c.vocab_size, (c.streams, c.segment), dtype=np.int32)
+    h = hashlib.blake2b(digest_size=8)
+    state = learner.init()
+    for _ in range(2):
+        cache = learner.prefill(state.params, window[:, : c.memory])
+        probs, _ = learner.step(state.params, cache, window[:, c.memory], c.memory)
+        h.update(np.asarray(probs).tobytes())
+        state, bits = learner.train(state, window, targets, np.ones(targets.shape, bool))
+        h.update(np.asarray(bits).tobytes() + params_digest(state.params))
+    return h.digest()

@@ -1,0 +1,105 @@
+"""The byte-level causal transformer (Flax linen), with a key/value cache for step-wise scoring.
+
+Any causal model can be used by the learner if `module.apply(params, tokens)` maps int32 tokens
+of shape (batch, window), each in [0, vocab_size] (vocab_size is the start symbol), to logits of
+shape (batch, window, vocab_size) where position i depends only on tokens[:, :i+1]. This model
+also has `prefill` and `step` methods, which score one token per stream at a time from a cache
+instead of recomputing the window.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from prequential.config import Config
+
+# A KV cache: per layer, keys and values of shape (batch, n_heads, window, head_dim).
+Cache = tuple[tuple[jax.Array, jax.Array], ...]
+
+
+def _attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """Softmax attention of q (B,H,Q,D) over k, v (B,H,K,D) where mask (Q,K) is True."""
+    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(q.shape[-1])
+    scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
+    return jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(scores, axis=-1), v)
+
+
+class Block(nn.Module):
+    d_model: int
+    n_heads: int
+    d_ff: int
+
+    def setup(self) -> None:
+        self.ln_attn = nn.LayerNorm()
+        self.qkv = nn.Dense(3 * self.d_model, use_bias=False)
+        self.out = nn.Dense(self.d_model)
+        self.ln_mlp = nn.LayerNorm()
+        self.up = nn.Dense(self.d_ff)
+        self.down = nn.Dense(self.d_model)
+
+    def _heads(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        b, n, _ = x.shape
+        qkv = self.qkv(self.ln_attn(x)).reshape(b, n, 3, self.n_heads, -1)
+        q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+        return q, k, v
+
+    def _finish(self, x: jax.Array, attended: jax.Array) -> jax.Array:
+        b, _, n, _ = attended.shape
+        x = x + self.out(attended.transpose(0, 2, 1, 3).reshape(b, n, self.d_model))
+        return x + self.down(nn.gelu(self.up(self.ln_mlp(x))))
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Causal self-attention over the whole sequence; also returns its keys and values."""
+        q, k, v = self._heads(x)
+        n = x.shape[1]
+        causal = jnp.arange(n)[:, None] >= jnp.arange(n)[None, :]
+        return self._finish(x, _attend(q, k, v, causal)), k, v
+
+    def step(self, x: jax.Array, keys: jax.Array, values: jax.Array, pos: jax.Array):
+        """One new position `pos` per stream; keys/values (B,H,W,D) hold positions < pos."""
+        q, k, v = self._heads(x)
+        keys = jax.lax.dynamic_update_slice_in_dim(keys, k, pos, axis=2)
+        values = jax.lax.dynamic_update_slice_in_dim(values, v, pos, axis=2)
+        visible = (jnp.arange(keys.shape[2]) <= pos)[None, :]
+        return self._finish(x, _attend(q, keys, values, visible)), keys, values
+
+
+class Transformer(nn.Module):
+    config: Config
+
+    def setup(self) -> None:
+        c = self.config
+        self.embed = nn.Embed(c.vocab_size + 1, c.d_model, embedding_init=nn.initializers.normal(0.02))
+        self.position = self.param("position", nn.initializers.normal(0.02), (c.window, c.d_model))
+        self.blocks = [Block(c.d_model, c.n_heads, c.d_ff) for _ in range(c.n_layers)]
+        self.ln_out = nn.LayerNorm()
+        self.head = nn.Dense(c.vocab_size, kernel_init=nn.initializers.zeros)  # uniform at start
+
+    def _run(self, tokens: jax.Array) -> tuple[jax.Array, Cache]:
+        x = self.embed(tokens) + self.position[: tokens.shape[1]]
+        cache = []
+        for block in self.blocks:
+            x, k, v = block(x)
+            cache.append((k, v))
+        return self.head(self.ln_out(x)), tuple(cache)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        return self._run(tokens)[0]
+
+    def prefill(self, tokens: jax.Array) -> Cache:
+        """Cache the keys/values of the memory tokens (B, M), padded to the full window."""
+        pad = [(0, 0)] * 2 + [(0, self.config.window - tokens.shape[1]), (0, 0)]
+        return tuple((jnp.pad(k, pad), jnp.pad(v, pad)) for k, v in self._run(tokens)[1])
+
+    def step(self, token: jax.Array, pos: jax.Array, cache: Cache) -> tuple[jax.Array, Cache]:
+        """Logits (B, V) for window position `pos` given the token (B,) there and the cache."""
+        x = self.embed(token)[:, None] + self.position[pos][None, None]
+        new_cache = []
+        for block, (keys, values) in zip(self.blocks, cache, strict=True):
+            x, keys, values = block.step(x, keys, values, pos)
+            new_cache.append((keys, values))
+        return self.head(self.ln_out(x))[:, 0], tuple(new_cache)

@@ -1,0 +1,104 @@
+"""The process-wide numeric settings that decide which floats XLA computes, and pinning them.
+
+XLA sizes its CPU thread pool from the process's CPU affinity when it creates its client, and
+long reductions split across threads round differently for different thread counts. So the
+encoder records how many cores it ran on, and the decoder pins itself to that many *before* JAX
+starts. Determinism flags are set the same way. This module imports no JAX at module level, so
+the CLI can read a header and pin the process first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+
+from prequential.errors import NumericsError
+
+# YNNPACK fusions make column reductions (bias and LayerNorm gradients) depend on the thread count.
+_DETERMINISM_FLAGS = {
+    "cpu": ("--xla_cpu_experimental_ynn_fusion_type=",),
+    "gpu": ("--xla_gpu_deterministic_ops=true", "--xla_gpu_autotune_level=0"),
+}
+BACKENDS = tuple(_DETERMINISM_FLAGS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Numerics:
+    backend: str  # JAX platform: "cpu" or "gpu"
+    device_kind: str  # e.g. "cpu" or "NVIDIA H100 80GB HBM3"
+    threads: int  # CPU cores the process was pinned to
+    flags_digest: bytes  # 4-byte hash of the XLA_FLAGS in effect
+
+    def describe(self) -> str:
+        return f"{self.backend} ({self.device_kind}), {self.threads} CPU thread(s), XLA flags #{self.flags_digest.hex()}"
+
+
+_active: Numerics | None = None  # the settings this process's JAX backend was created with
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def _flags_digest(flags: str) -> bytes:
+    return hashlib.blake2b(" ".join(sorted(flags.split())).encode(), digest_size=4).digest()
+
+
+def activate(backend: str = "cpu", threads: int | None = None, *, strict: bool = True) -> Numerics:
+    """Pin this process to `threads` cores and set determinism flags, then start JAX's backend.
+
+    Must run before anything else in the process computes with JAX: XLA's client cannot be
+    rebuilt inside a process. If it already runs, the settings in effect are returned instead,
+    or, with `strict`, NumericsError is raised where they differ from the ones asked for.
+    """
+    global _active
+    if backend not in BACKENDS:
+        raise NumericsError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    cores = sorted(os.sched_getaffinity(0))
+    threads = threads or len(cores)
+    if threads > len(cores):
+        raise NumericsError(f"{threads} CPU thread(s) asked for, but this process may use only {len(cores)} core(s)")
+    import jax
+    from jax._src import xla_bridge
+
+    if _active is None and xla_bridge.backends_are_initialized():
+        # Someone computed with JAX first: its pool was sized from the affinity it had then.
+        _active = _observe(jax, len(cores))
+    if _active is None:
+        os.sched_setaffinity(0, cores[:threads])
+        flags = os.environ.get("XLA_FLAGS", "").split()
+        flags += [f for f in _DETERMINISM_FLAGS[backend] if f not in flags]
+        os.environ["XLA_FLAGS"] = " ".join(flags)
+        jax.config.update("jax_platforms", backend)
+        _active = _observe(jax, threads)
+    if _active.backend != backend or (strict and _active.threads != threads):
+        raise NumericsError(
+            f"this process already runs JAX on {_active.describe()}; {backend} with {threads} thread(s) "
+            "needs a fresh process (the command-line tool starts one for each run)"
+        )
+    return _active
+
+
+def _observe(jax, threads: int) -> Numerics:
+    try:
+        device = jax.devices()[0]
+    except RuntimeError as err:
+        raise NumericsError(f"no JAX backend is available here: {str(err).splitlines()[0]}") from None
+    backend = "cpu" if device.platform == "cpu" else "gpu"
+    kind = "cpu" if backend == "cpu" else device.device_kind
+    return Numerics(backend, kind, threads, _flags_digest(os.environ.get("XLA_FLAGS", "")))
+
+
+def mismatches(recorded: Numerics, here: Numerics) -> list[str]:
+    """Human-readable differences between the encoder's settings and this process's."""
+    out = []
+    if recorded.backend != here.backend:
+        out.append(f"backend: file {recorded.backend}, here {here.backend}")
+    if recorded.device_kind != here.device_kind:
+        out.append(f"device: file {recorded.device_kind!r}, here {here.device_kind!r}")
+    if recorded.threads != here.threads:
+        out.append(f"CPU threads: file {recorded.threads}, here {here.threads}")
+    if recorded.flags_digest != here.flags_digest:
+        out.append("XLA_FLAGS differ from the encoder's (unset any XLA_FLAGS of your own)")
+    return out

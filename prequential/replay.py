@@ -1,0 +1,164 @@
+"""The replay engine: one loop that runs the seeded online training for both coder directions.
+
+The input of n tokens is cut into B streams of `steps = ceil(n / B)` positions (the last streams
+may be shorter or empty) and the positions into segments of T. For each segment the engine
+caches the M memory tokens before it, scores one position of all B streams at a time, hands the
+probabilities of the streams that have a token there to the coder, and then takes one gradient
+step on the segment. Encoder and decoder call the same compiled functions with the same shapes in
+the same order; the only difference is whether the coder reads or writes the tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+import numpy as np
+
+from prequential.coder import Coder
+from prequential.config import Config
+from prequential.learner import Learner, params_digest
+
+# Called after each segment with (tokens done, bits spent so far).
+Progress = Callable[[int, float], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where each of n tokens sits: stream b holds tokens [b*steps, (b+1)*steps)."""
+
+    n_tokens: int
+    streams: int
+    segment: int
+
+    @property
+    def steps(self) -> int:
+        return -(-self.n_tokens // self.streams)
+
+    @property
+    def segments(self) -> int:
+        return -(-self.steps // self.segment)
+
+    def valid(self) -> np.ndarray:
+        """(B, segments*T) mask of the positions that hold a token."""
+        lengths = np.clip(self.n_tokens - np.arange(self.streams) * self.steps, 0, self.steps)
+        return np.arange(self.segments * self.segment)[None, :] < lengths[:, None]
+
+    def split(self, tokens: np.ndarray) -> np.ndarray:
+        """(n,) tokens -> (B, segments*T) int32, zero where there is no token."""
+        grid = np.zeros((self.streams, self.segments * self.segment), np.int32)
+        grid[self.valid()] = tokens
+        return grid
+
+    def join(self, grid: np.ndarray) -> np.ndarray:
+        return grid[self.valid()]
+
+    def is_sync_point(self, segment: int, sync_segments: int) -> bool:
+        return (segment + 1) % sync_segments == 0 or segment == self.segments - 1
+
+    def blocks(self, config: Config) -> Iterator[BlockPlan]:
+        """The coder blocks, each with what a reader must know to parse it."""
+        for start in range(0, self.segments, config.block_segments):
+            segments = range(start, min(start + config.block_segments, self.segments))
+            yield BlockPlan(
+                segments=segments,
+                n_sync=sum(self.is_sync_point(s, config.sync_segments) for s in segments),
+                last=segments.stop == self.segments,
+                max_words=len(segments) * config.segment * self.streams + 8,  # < 32 bits a token
+            )
+
+
+class BlockPlan(NamedTuple):
+    segments: range
+    n_sync: int
+    last: bool
+    max_words: int
+
+
+@dataclasses.dataclass
+class ReplayResult:
+    tokens: np.ndarray  # (n,) int32
+    ideal_bits: float  # sum of -log2 p of every coded token, as the coder was given p
+    segment_bits: np.ndarray  # (segments,) the same, per segment
+
+
+class _History:
+    """The token grid and the model inputs (tokens shifted right behind a start symbol)."""
+
+    def __init__(self, layout: Layout, memory: int, start_symbol: int) -> None:
+        self.memory = memory
+        self.tokens = np.zeros((layout.streams, layout.segments * layout.segment), np.int32)
+        # inputs[:, memory + t] is the input at position t: the token at t-1, or the start symbol.
+        self.inputs = np.full((layout.streams, memory + self.tokens.shape[1] + 1), start_symbol, np.int32)
+
+    def fill(self, grid: np.ndarray, valid: np.ndarray) -> None:
+        """Set every token at once (when they are all known)."""
+        self.tokens[:] = grid
+        self.inputs[:, self.memory + 1 :] = np.where(valid, grid, self.inputs[:, self.memory + 1 :])
+
+    def put(self, rows: np.ndarray, position: int, tokens: np.ndarray) -> None:
+        self.tokens[rows, position] = tokens
+        self.inputs[rows, self.memory + position + 1] = tokens
+
+    def window(self, segment: int, length: int) -> np.ndarray:
+        start = segment * length
+        return self.inputs[:, start : start + self.memory + length]
+
+
+def replay(learner: Learner, layout: Layout, coder: Coder, progress: Progress | None = None) -> ReplayResult:
+    config = learner.config
+    T, M = config.segment, config.memory
+    valid = layout.valid()
+    history = _History(layout, M, config.vocab_size)
+    segment_bits = np.zeros(layout.segments)
+    ideal_bits = 0.0
+    state = learner.init()
+    for block in layout.blocks(config):
+        coder.begin_block(block.n_sync, block.last, block.max_words)
+        for s in block.segments:
+            cache = learner.prefill(state.params, history.window(s, T)[:, :M])
+            for i in range(min(T, layout.steps - s * T)):
+                t = s * T + i
+                probs, cache = learner.step(state.params, cache, history.inputs[:, M + t], M + i)
+                active = valid[:, t]
+                probs = np.asarray(probs)
+                if not active.all():
+                    probs = probs[active]
+                tokens = coder.code(probs, t, active)
+                history.put(active, t, tokens)
+                p = probs[np.arange(len(tokens)), tokens].astype(np.float64)
+                segment_bits[s] -= np.log2(np.maximum(p, np.finfo(np.float32).tiny)).sum()
+            ideal_bits += float(segment_bits[s])
+            state, _ = learner.train(state, history.window(s, T), history.tokens[:, s * T : (s + 1) * T], valid[:, s * T : (s + 1) * T])
+            if layout.is_sync_point(s, config.sync_segments):
+                coder.sync(params_digest(state.params), s)
+            if progress:
+                progress(int(valid[:, : (s + 1) * T].sum()), ideal_bits)
+        coder.end_block(ideal_bits)
+    return ReplayResult(layout.join(history.tokens), ideal_bits, segment_bits)
+
+
+def train_pass(learner: Learner, layout: Layout, tokens: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+    """The online training alone, scored teacher-forced before each update; bits per segment.
+
+    No coder and no step-wise scoring, so it is as fast as the training itself. Its total agrees
+    with `replay` up to float rounding (the same model scored by a different but equivalent
+    computation).
+    """
+    config = learner.config
+    T = config.segment
+    valid = layout.valid()
+    history = _History(layout, config.memory, config.vocab_size)
+    history.fill(layout.split(tokens), valid)
+    state = learner.init()
+    segment_bits = np.zeros(layout.segments)
+    done_bits = 0.0
+    for s in range(layout.segments):
+        mask = valid[:, s * T : (s + 1) * T]
+        state, bits = learner.train(state, history.window(s, T), history.tokens[:, s * T : (s + 1) * T], mask)
+        segment_bits[s] = float(np.asarray(bits, np.float64)[mask].sum())
+        done_bits += segment_bits[s]
+        if progress:
+            progress(int(valid[:, : (s + 1) * T].sum()), done_bits)
+    return segment_bits

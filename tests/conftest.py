@@ -1,0 +1,46 @@
+"""Shared fixtures. In-process tests run JAX pinned to one core, like the command's default;
+tests that start the command give the child process back every core the session had."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ALL_CORES = sorted(os.sched_getaffinity(0))  # captured before any test pins this process
+if shutil.which("taskset") is None:  # util-linux; every Debian-like machine has it
+    raise RuntimeError("the tests need taskset (package util-linux) to set the CPU affinity of the processes they start")
+SAMPLE = (Path(__file__).parents[1] / "prequential" / "data" / "sample.txt").read_bytes()
+
+
+def run_cli(*args: str, cores: list[int] | None = None, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m prequential ARGS` in a fresh process on `cores` (default: all)."""
+    affinity = ",".join(map(str, cores or ALL_CORES))
+    return subprocess.run(
+        ["taskset", "-c", affinity, sys.executable, "-m", "prequential", *args],
+        input=stdin,
+        capture_output=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def one_line_error(done: subprocess.CompletedProcess) -> str:
+    """Assert the command failed the way a user should see it fail, and return its message."""
+    err = done.stderr.decode()
+    assert done.returncode != 0, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("prequential: "), err
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from prequential.config import preset
+
+    return preset("tiny")

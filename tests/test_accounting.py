@@ -1,0 +1,71 @@
+"""The description-length arithmetic: the bits the coder wrote are the losses the model reported."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+
+from prequential import accounting, api, container
+from prequential.api import _learner
+from prequential.coder import Encoder
+from prequential.config import preset
+from prequential.replay import Layout, replay, train_pass
+
+from conftest import SAMPLE
+
+ONE_BLOCK = preset("tiny").replace(block_segments=1 << 20)  # a single coder flush
+
+
+def test_coded_bits_equal_reported_losses():
+    report = api.encode(SAMPLE, io.BytesIO(), ONE_BLOCK)
+    assert not report.stored
+    # What the range coder wrote is the sum of the model's per-token losses, to within 0.1 %.
+    assert abs(8 * report.coded_bytes - report.ideal_bits) < 0.001 * report.ideal_bits
+    # The framing is one block: word count (varint), a 4-byte digest per sync point, ideal bits, CRC.
+    layout = Layout(len(SAMPLE), ONE_BLOCK.streams, ONE_BLOCK.segment)
+    n_sync = -(-layout.segments // ONE_BLOCK.sync_segments)
+    varint = len(container._Writer._varint_bytes(report.coded_bytes // 4))
+    assert report.payload_bytes - report.coded_bytes == varint + 4 * n_sync + 8 + 4
+
+
+class RecordingEncoder(Encoder):
+    """Keeps what the coder was given, to recompute the losses independently."""
+
+    def code(self, probs, position, active):
+        symbols = super().code(probs, position, active)
+        self.seen.append(-np.log2(probs[np.arange(len(symbols)), symbols].astype(np.float64)))
+        return symbols
+
+
+def test_ideal_bits_are_the_sum_of_per_token_losses():
+    layout = Layout(len(SAMPLE), ONE_BLOCK.streams, ONE_BLOCK.segment)
+    tokens = np.frombuffer(SAMPLE, np.uint8).astype(np.int32)
+    coder = RecordingEncoder(layout.split(tokens), io.BytesIO())
+    coder.seen = []
+    result = replay(_learner(ONE_BLOCK), layout, coder)
+    per_token = np.concatenate(coder.seen)
+    assert len(per_token) == len(SAMPLE)
+    assert math.isclose(per_token.sum(), result.ideal_bits, rel_tol=1e-12)
+    assert math.isclose(result.segment_bits.sum(), result.ideal_bits, rel_tol=1e-12)
+    # The teacher-forced training pass scores the same model on the same data: same total up to rounding.
+    forced = train_pass(_learner(ONE_BLOCK), layout, tokens)
+    assert abs(forced.sum() - result.ideal_bits) < 1e-4 * result.ideal_bits
+
+
+def test_report_fields_add_up():
+    r = accounting.Report(
+        original_bytes=1000, header_bytes=90, payload_bytes=310, coded_bytes=300, ideal_bits=2390.0,
+        model_code_bytes=8000, stored=False, seconds=2.0, config={},
+    )
+    d = r.to_dict()
+    assert d["file_bytes"] == 400 and d["framing_bytes"] == 10
+    assert d["overhead_bits"] == 10.0 and abs(d["overhead_percent"] - 100 * 10 / 2390) < 1e-12
+    assert d["total_bits"] == 8 * 8400 and d["file_bits_per_byte"] == 3.2
+    assert "coder overhead" in r.format()
+
+
+def test_model_code_length_counts_the_replay_sources():
+    n = accounting.model_code_bytes()
+    assert 1000 < n < len(accounting.replay_source())

@@ -1,0 +1,141 @@
+"""The command line: files, stdin/stdout, -k, -f, refusals, reports. Each call is a fresh process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import SAMPLE, one_line_error, run_cli
+
+DATA = SAMPLE[:3000]
+
+
+@pytest.fixture(scope="module")
+def packed_once(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("packed")
+    (directory / "book.txt").write_bytes(DATA)
+    done = run_cli("compress", "-q", "--preset", "tiny", str(directory / "book.txt"))
+    assert done.returncode == 0, done.stderr.decode()
+    return (directory / "book.txt.pq").read_bytes()
+
+
+@pytest.fixture
+def packed(tmp_path, packed_once):
+    """A file compressed by the command, and its original, in a fresh directory."""
+    src = tmp_path / "book.txt"
+    src.write_bytes(DATA)
+    (tmp_path / "book.txt.pq").write_bytes(packed_once)
+    return src, tmp_path / "book.txt.pq"
+
+
+def no_leftovers(directory, *expected):
+    assert sorted(p.name for p in directory.iterdir()) == sorted(expected)
+
+
+def test_compress_decompress_files_like_xz(tmp_path):
+    src = tmp_path / "book.txt"
+    src.write_bytes(DATA)
+    done = run_cli("compress", "--preset", "tiny", "--json", str(tmp_path / "r.json"), str(src))
+    assert done.returncode == 0, done.stderr.decode()
+    no_leftovers(tmp_path, "book.txt.pq", "r.json")  # the input is removed without -k, as with xz
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["original_bytes"] == len(DATA)
+    assert report["file_bytes"] == (tmp_path / "book.txt.pq").stat().st_size
+    assert set(report["baselines"]) == {"gzip -9", "bzip2 -9", "xz -9e"}
+    assert "coder overhead" in done.stderr.decode()  # the report
+    done = run_cli("decompress", "-q", str(tmp_path / "book.txt.pq"))
+    assert done.returncode == 0, done.stderr.decode()
+    no_leftovers(tmp_path, "book.txt", "r.json")
+    assert src.read_bytes() == DATA
+
+
+def test_stdin_to_stdout_and_back():
+    done = run_cli("compress", "-q", "--preset", "tiny", "-", stdin=DATA)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout[:4] == b"\x89PQZ" and done.stderr == b""
+    back = run_cli("decompress", "-q", "-", stdin=done.stdout)
+    assert back.returncode == 0 and back.stdout == DATA
+
+
+def test_keep_force_and_refusal_to_overwrite(packed):
+    src, pq = packed
+    before = pq.read_bytes()
+    message = one_line_error(run_cli("compress", "-q", "--preset", "tiny", str(src)))
+    assert "already exists" in message and "-f" in message
+    assert pq.read_bytes() == before and src.exists()
+    message = one_line_error(run_cli("decompress", "-q", "-k", str(pq)))  # book.txt exists
+    assert "already exists" in message
+    done = run_cli("decompress", "-q", "-k", "-f", str(pq))
+    assert done.returncode == 0 and src.read_bytes() == DATA and pq.exists()
+
+
+def test_output_option_and_verify(packed, tmp_path):
+    src, pq = packed
+    out = tmp_path / "other.bin"
+    done = run_cli("decompress", "-q", "-k", str(pq), "-o", str(out))
+    assert done.returncode == 0 and out.read_bytes() == DATA
+    done = run_cli("verify", str(pq))
+    assert done.returncode == 0 and b"OK" in done.stderr
+
+
+def test_compress_verify_checks_in_a_fresh_process(tmp_path):
+    src = tmp_path / "a"
+    src.write_bytes(DATA)
+    done = run_cli("compress", "-q", "-k", "--verify", "--preset", "tiny", str(src), "-o", str(tmp_path / "a.pq"))
+    assert done.returncode == 0, done.stderr.decode()
+    assert (tmp_path / "a.pq").exists()
+
+
+def test_info_prints_header_and_breakdown(packed, tmp_path):
+    _, pq = packed
+    done = run_cli("info", str(pq), "--json", str(tmp_path / "info.json"))
+    text = done.stdout.decode()
+    assert done.returncode == 0
+    for needle in ("prequential 0.1.0", "sha256", "numerics: cpu", "config:", "coder overhead", "model code", "d_model=32"):
+        assert needle in text
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["original_bytes"] == len(DATA) and info["config"]["d_model"] == 32
+
+
+def test_corrupt_file_leaves_no_output(packed):
+    src, pq = packed
+    src.unlink()
+    damaged = bytearray(pq.read_bytes())
+    damaged[len(damaged) // 2] ^= 0x10
+    pq.write_bytes(bytes(damaged))
+    message = one_line_error(run_cli("decompress", "-q", "-k", str(pq)))
+    assert "corrupt" in message
+    no_leftovers(pq.parent, "book.txt.pq")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["decompress", "missing.pq"], "cannot read"),
+        (["decompress", "notes.txt"], "does not end in .pq"),
+        (["compress", "--preset", "tiny", "--config", "c.toml", "x"], "not both"),
+        (["compress", "--config", "bad.toml", "x"], "learning_rate"),
+        (["compress", "--threads", "64", "x"], "64 CPU thread(s) asked for"),
+    ],
+)
+def test_usage_errors_are_one_line(tmp_path, args, needle):
+    (tmp_path / "notes.txt").write_bytes(b"hello")
+    (tmp_path / "x").write_bytes(b"hello")
+    (tmp_path / "bad.toml").write_text('learning_rate = "fast"\n')
+    message = one_line_error(run_cli(*args, cwd=tmp_path))
+    assert needle in message
+
+
+def test_refuses_to_write_compressed_data_to_a_terminal(tmp_path):
+    # `script` gives the child a terminal as stdout; skip where it is missing.
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("script") is None:
+        pytest.skip("no script(1) to provide a terminal")
+    (tmp_path / "x").write_bytes(b"hi")
+    cmd = f"{sys.executable} -m prequential compress -q -o - x"
+    done = subprocess.run(["script", "-qec", cmd, "/dev/null"], cwd=tmp_path, capture_output=True, timeout=120)
+    assert done.returncode != 0 and b"terminal" in done.stdout
