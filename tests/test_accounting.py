@@ -6,14 +6,13 @@ import io
 import math
 
 import numpy as np
+from conftest import SAMPLE
 
 from prequential import accounting, api, container
 from prequential.api import _learner
 from prequential.coder import Encoder
 from prequential.config import preset
 from prequential.replay import Layout, replay, train_pass
-
-from conftest import SAMPLE
 
 ONE_BLOCK = preset("tiny").replace(block_segments=1 << 20)  # a single coder flush
 
@@ -56,8 +55,15 @@ def test_ideal_bits_are_the_sum_of_per_token_losses():
 
 def test_report_fields_add_up():
     r = accounting.Report(
-        original_bytes=1000, header_bytes=90, payload_bytes=310, coded_bytes=300, ideal_bits=2390.0,
-        model_code_bytes=8000, stored=False, seconds=2.0, config={},
+        original_bytes=1000,
+        header_bytes=90,
+        payload_bytes=310,
+        coded_bytes=300,
+        ideal_bits=2390.0,
+        model_code_bytes=8000,
+        stored=False,
+        seconds=2.0,
+        config={},
     )
     d = r.to_dict()
     assert d["file_bytes"] == 400 and d["framing_bytes"] == 10

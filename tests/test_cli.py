@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import SAMPLE, one_line_error, run_cli
 
 DATA = SAMPLE[:3000]
@@ -71,7 +70,7 @@ def test_keep_force_and_refusal_to_overwrite(packed):
 
 
 def test_output_option_and_verify(packed, tmp_path):
-    src, pq = packed
+    _, pq = packed
     out = tmp_path / "other.bin"
     done = run_cli("decompress", "-q", "-k", str(pq), "-o", str(out))
     assert done.returncode == 0 and out.read_bytes() == DATA

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from conftest import ALL_CORES, SAMPLE, one_line_error, run_cli
 
 import prequential
 from prequential import numerics
-
-from conftest import ALL_CORES, SAMPLE, one_line_error, run_cli
 
 DATA = SAMPLE[:4000]
 
@@ -45,8 +44,9 @@ def test_all_core_file_under_taskset_one_core_decodes_exactly_or_is_refused(tmp_
 
 
 def test_threads_are_recorded_in_the_header():
-    from prequential.api import inspect
     import io
+
+    from prequential.api import inspect
 
     header, _ = inspect(io.BytesIO(prequential.compress(b"recorded " * 20, "tiny")))
     here = numerics.activate("cpu", 1)

@@ -11,8 +11,9 @@ import prequential
 from prequential.config import preset
 
 TINY = preset("tiny")
+SMALL_BLOCKS = TINY.replace(block_segments=16)  # many coder blocks even for short inputs
 BT = TINY.streams * TINY.segment  # tokens per segment over all streams
-BLOCK = BT * TINY.block_segments  # tokens per coder block
+BLOCK = BT * SMALL_BLOCKS.block_segments  # tokens per coder block
 
 
 def roundtrip(data: bytes, config=TINY) -> bytes:
@@ -34,13 +35,13 @@ def test_special_inputs(data):
 def test_lengths_around_segment_and_block_boundaries(n):
     rng = np.random.default_rng(n)
     # Low-entropy bytes, so the model codes them below 8 bits and the file is not stored raw.
-    roundtrip(rng.integers(97, 101, n, dtype=np.uint8).tobytes())
+    roundtrip(rng.integers(97, 101, n, dtype=np.uint8).tobytes(), SMALL_BLOCKS)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=3 * BT + 5))
 def test_any_bytes(data):
-    roundtrip(data)
+    roundtrip(data, SMALL_BLOCKS)
 
 
 @settings(max_examples=10, deadline=None)
