@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 # The modules that define the computation a receiver replays: counted as the model's code.
-REPLAY_MODULES = ("config", "model", "learner", "coder", "replay")
+REPLAY_MODULES = ("config", "counts", "model", "learner", "coder", "replay")
 # The libraries whose versions decide the floats; pinned exactly in pyproject.toml.
 NUMERIC_LIBRARIES = ("jax", "jaxlib", "flax", "optax", "constriction", "numpy")
 

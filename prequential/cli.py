@@ -138,7 +138,15 @@ class _ProgressBar:
             from tqdm import tqdm
 
             self.bar = tqdm(
-                total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1000, file=sys.stderr, mininterval=0.5, delay=1.0, leave=False
+                total=total,
+                desc=label,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1000,
+                file=sys.stderr,
+                mininterval=0.5,
+                delay=1.0,
+                leave=False,
             )
 
     def __call__(self, done: int, bits: float) -> None:

@@ -25,14 +25,23 @@ class Config:
     d_model: int = 128
     n_heads: int = 4
     d_ff: int = 512
+    # Count mixing: adaptive counts of the bytes that followed each context of 1..count_orders
+    # bytes (counts.py) are mixed into the model's logits with learned, per-position weights.
+    count_orders: int = 6  # byte contexts of 1..count_orders bytes
+    count_words: int = 1  # 1: also the current word, and the previous word with it
+    match_model: int = 1  # 1: also the byte after the last occurrence of the last 8 bytes
+    count_rows_log2: int = 16
+    count_limit: int = 255
+    count_alpha: float = 0.05  # additive smoothing of each count distribution
+    count_weight: float = 0.3  # initial mixing weight of each channel
     # Schedule: the input is cut into `streams` equal parallel streams; after every `segment`
     # steps the model takes one gradient step on the tokens just coded. Each token attends to the
     # `memory` tokens before its segment plus the segment so far.
-    streams: int = 8
-    segment: int = 32
-    memory: int = 32
+    streams: int = 4
+    segment: int = 16
+    memory: int = 16
     # Optimizer: Adam with per-parameter clipping and a linear warm-up of the learning rate.
-    learning_rate: float = 1e-3
+    learning_rate: float = 2.5e-4
     warmup_segments: int = 0
     adam_b1: float = 0.0
     adam_b2: float = 0.9999
@@ -43,6 +52,11 @@ class Config:
     # divergence early; the range coder is flushed every `block_segments` segments.
     sync_segments: int = 256
     block_segments: int = 4096
+
+    @property
+    def count_channels(self) -> int:
+        """Count distributions mixed into each prediction (0: no count models)."""
+        return self.count_orders + 2 * self.count_words + self.match_model
 
     @property
     def window(self) -> int:
@@ -66,6 +80,8 @@ class Config:
                 raise ConfigError(f"config field {field!r} must be in [{low}, {high}], got {value!r}")
         if self.learning_rate <= 0:
             raise ConfigError(f"config field 'learning_rate' must be positive, got {self.learning_rate!r}")
+        if self.count_channels and self.vocab_size > 256:
+            raise ConfigError("config fields 'count_orders', 'count_words', 'match_model' must be 0 when 'vocab_size' exceeds 256")
         if self.d_model % self.n_heads:
             raise ConfigError(f"config field 'd_model' ({self.d_model}) must be a multiple of 'n_heads' ({self.n_heads})")
         return self
@@ -84,6 +100,11 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "streams": (1, 4096),
     "segment": (1, 4096),
     "memory": (1, 16384),
+    "count_orders": (0, 7),
+    "count_words": (0, 1),
+    "match_model": (0, 1),
+    "count_rows_log2": (4, 24),
+    "count_limit": (2, 60000),
     "warmup_segments": (0, 2**31 - 1),
     "seed": (0, 2**31 - 1),
     "sync_segments": (1, 2**31 - 1),
@@ -95,6 +116,8 @@ _FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
     "adam_b2": (0.0, 0.999999999),
     "adam_eps": (0.0, 1.0),
     "grad_clip": (0.0, 1e9),
+    "count_alpha": (1e-6, 1e3),
+    "count_weight": (-100.0, 100.0),
 }
 
 PRESETS: dict[str, Config] = {

@@ -60,7 +60,7 @@ class Learner:
 
     @functools.cached_property
     def train(self):
-        """(state, window (B,M+T), targets (B,T), mask (B,T)) -> (new state, bits (B,T) before it)."""
+        """(state, window (B,M+T), targets (B,T), mask (B,T), counts) -> (new state, bits (B,T) before it)."""
         return jax.jit(self._train, donate_argnums=0)
 
     @functools.cached_property
@@ -70,7 +70,7 @@ class Learner:
 
     @functools.cached_property
     def step(self):
-        """(params, cache, tokens (B,), window position) -> (probabilities (B,V) float32, cache)."""
+        """(params, cache, tokens (B,), window position, counts) -> (probabilities (B,V) float32, cache)."""
         return jax.jit(self._step_cached if _has_cache_methods(self.module) else self._step_window, donate_argnums=1)
 
     @functools.cached_property
@@ -79,19 +79,26 @@ class Learner:
         return jax.jit(self._init)
 
     def _init(self) -> TrainState:
-        tokens = jnp.full((self.config.streams, self.config.window), self.config.vocab_size, jnp.int32)
-        params = self.module.init(jax.random.PRNGKey(self.config.seed), tokens)
+        c = self.config
+        tokens = jnp.full((c.streams, c.window), c.vocab_size, jnp.int32)
+        counts = jnp.zeros((c.streams, c.segment, c.count_channels, c.vocab_size), jnp.uint16) if c.count_channels else None
+        params = self.module.init(jax.random.PRNGKey(c.seed), *((tokens,) if counts is None else (tokens, counts)))
         return TrainState(params, self.optimizer.init(params))
 
-    def segment_bits(self, params: Any, window: jax.Array, targets: jax.Array) -> jax.Array:
-        """-log2 p of each target (B, T) given the window (B, M+T) of inputs before it."""
-        logits = self.module.apply(params, window)[:, self.config.memory :].astype(jnp.float32)
+    def _apply(self, params: Any, window: jax.Array, counts: jax.Array | None) -> jax.Array:
+        args = (window,) if counts is None else (window, counts)  # a user's module takes tokens only
+        return self.module.apply(params, *args)
+
+    def segment_bits(self, params: Any, window: jax.Array, targets: jax.Array, counts: jax.Array | None = None) -> jax.Array:
+        """-log2 p of each target (B, T) given the window (B, M+T) of inputs before it and,
+        with count models, their counts (B, T, K, V)."""
+        logits = self._apply(params, window, counts)[:, -self.config.segment :].astype(jnp.float32)
         nats = -jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], axis=-1)[..., 0]
         return nats / math.log(2)
 
-    def _train(self, state: TrainState, window: jax.Array, targets: jax.Array, mask: jax.Array):
+    def _train(self, state: TrainState, window: jax.Array, targets: jax.Array, mask: jax.Array, counts: jax.Array | None = None):
         def loss(params):
-            bits = self.segment_bits(params, window, targets)
+            bits = self.segment_bits(params, window, targets, counts)
             return jnp.sum(bits * mask) / jnp.maximum(jnp.sum(mask), 1), bits
 
         (_, bits), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
@@ -101,8 +108,8 @@ class Learner:
     def _prefill_cached(self, params: Any, memory: jax.Array) -> Any:
         return self.module.apply(params, memory, method="prefill")
 
-    def _step_cached(self, params: Any, cache: Any, tokens: jax.Array, pos: jax.Array):
-        logits, cache = self.module.apply(params, tokens, pos, cache, method="step")
+    def _step_cached(self, params: Any, cache: Any, tokens: jax.Array, pos: jax.Array, counts: jax.Array | None = None):
+        logits, cache = self.module.apply(params, tokens, pos, cache, counts, method="step")
         return jax.nn.softmax(logits.astype(jnp.float32)), cache
 
     # A module without a cache is run on the whole window each step; positions not yet coded hold
@@ -111,7 +118,7 @@ class Learner:
         pad = jnp.full((memory.shape[0], self.config.segment), self.config.vocab_size, jnp.int32)
         return jnp.concatenate([memory, pad], axis=1)
 
-    def _step_window(self, params: Any, window: jax.Array, tokens: jax.Array, pos: jax.Array):
+    def _step_window(self, params: Any, window: jax.Array, tokens: jax.Array, pos: jax.Array, counts: None = None):
         window = jax.lax.dynamic_update_slice_in_dim(window, tokens[:, None], pos, axis=1)
         logits = jax.lax.dynamic_index_in_dim(self.module.apply(params, window), pos, axis=1, keepdims=False)
         return jax.nn.softmax(logits.astype(jnp.float32)), window
@@ -132,12 +139,14 @@ def fingerprint(learner: Learner) -> bytes:
     rng = np.random.default_rng(0x5EED)
     window = rng.integers(0, c.vocab_size + 1, (c.streams, c.window), dtype=np.int32)
     targets = rng.integers(0, c.vocab_size, (c.streams, c.segment), dtype=np.int32)
+    shape = (c.streams, c.segment, c.count_channels, c.vocab_size)
+    counts = rng.integers(0, 4, shape, dtype=np.uint16) if c.count_channels else None
     h = hashlib.blake2b(digest_size=8)
     state = learner.init()
     for _ in range(2):
         cache = learner.prefill(state.params, window[:, : c.memory])
-        probs, _ = learner.step(state.params, cache, window[:, c.memory], c.memory)
+        probs, _ = learner.step(state.params, cache, window[:, c.memory], c.memory, None if counts is None else counts[:, 0])
         h.update(np.asarray(probs).tobytes())
-        state, bits = learner.train(state, window, targets, np.ones(targets.shape, bool))
+        state, bits = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
         h.update(np.asarray(bits).tobytes() + params_digest(state.params))
     return h.digest()

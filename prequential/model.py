@@ -68,6 +68,25 @@ class Block(nn.Module):
         return self._finish(x, _attend(q, keys, values, visible)), keys, values
 
 
+class CountMixer(nn.Module):
+    """Adds the log-probabilities of K count channels (counts.py) to the logits, each with a
+    learned weight that depends on the position's hidden state and on how often its context was seen."""
+
+    channels: int
+    alpha: float
+    initial_weight: float
+
+    @nn.compact
+    def __call__(self, logits: jax.Array, hidden: jax.Array, counts: jax.Array) -> jax.Array:
+        c = counts.astype(jnp.float32)  # (..., K, V)
+        seen = jnp.sum(c, axis=-1, keepdims=True)
+        log_p = jnp.log(c + self.alpha) - jnp.log(seen + self.alpha * c.shape[-1])
+        features = jnp.concatenate([hidden, jnp.log1p(seen[..., 0])], axis=-1)
+        initial = nn.initializers.constant(self.initial_weight)
+        weights = nn.Dense(self.channels, kernel_init=nn.initializers.zeros, bias_init=initial)(features)
+        return logits + jnp.einsum("...k,...kv->...v", weights, log_p)
+
+
 class Transformer(nn.Module):
     config: Config
 
@@ -78,28 +97,39 @@ class Transformer(nn.Module):
         self.blocks = [Block(c.d_model, c.n_heads, c.d_ff) for _ in range(c.n_layers)]
         self.ln_out = nn.LayerNorm()
         self.head = nn.Dense(c.vocab_size, kernel_init=nn.initializers.zeros)  # uniform at start
+        if c.count_channels:
+            self.mixer = CountMixer(c.count_channels, c.count_alpha, c.count_weight)
 
-    def _run(self, tokens: jax.Array) -> tuple[jax.Array, Cache]:
+    def _output(self, x: jax.Array, counts: jax.Array | None) -> jax.Array:
+        hidden = self.ln_out(x)
+        logits = self.head(hidden)
+        return logits if counts is None else self.mixer(logits, hidden, counts)
+
+    def _run(self, tokens: jax.Array, counts: jax.Array | None = None) -> tuple[jax.Array, Cache]:
         x = self.embed(tokens) + self.position[: tokens.shape[1]]
         cache = []
         for block in self.blocks:
             x, k, v = block(x)
             cache.append((k, v))
-        return self.head(self.ln_out(x)), tuple(cache)
+        if counts is not None:  # counts (B, N, K, V) cover the last N positions only
+            x = x[:, -counts.shape[1] :]
+        return self._output(x, counts), tuple(cache)
 
-    def __call__(self, tokens: jax.Array) -> jax.Array:
-        return self._run(tokens)[0]
+    def __call__(self, tokens: jax.Array, counts: jax.Array | None = None) -> jax.Array:
+        """Logits for every position or, given counts for the last N positions, for those."""
+        return self._run(tokens, counts)[0]
 
     def prefill(self, tokens: jax.Array) -> Cache:
         """Cache the keys/values of the memory tokens (B, M), padded to the full window."""
         pad = [(0, 0)] * 2 + [(0, self.config.window - tokens.shape[1]), (0, 0)]
         return tuple((jnp.pad(k, pad), jnp.pad(v, pad)) for k, v in self._run(tokens)[1])
 
-    def step(self, token: jax.Array, pos: jax.Array, cache: Cache) -> tuple[jax.Array, Cache]:
-        """Logits (B, V) for window position `pos` given the token (B,) there and the cache."""
+    def step(self, token: jax.Array, pos: jax.Array, cache: Cache, counts: jax.Array | None = None) -> tuple[jax.Array, Cache]:
+        """Logits (B, V) for window position `pos` given the token (B,) there, the cache and the
+        counts (B, K, V) of the contexts that end there."""
         x = self.embed(token)[:, None] + self.position[pos][None, None]
         new_cache = []
         for block, (keys, values) in zip(self.blocks, cache, strict=True):
             x, keys, values = block.step(x, keys, values, pos)
             new_cache.append((keys, values))
-        return self.head(self.ln_out(x))[:, 0], tuple(new_cache)
+        return self._output(x[:, 0], counts), tuple(new_cache)

@@ -66,7 +66,10 @@ def activate(backend: str = "cpu", threads: int | None = None, *, strict: bool =
         # Someone computed with JAX first: its pool was sized from the affinity it had then.
         _active = _observe(jax, len(cores))
     if _active is None:
-        os.sched_setaffinity(0, cores[:threads])
+        # Which cores does not change the floats, only how many: spread processes by pid so that
+        # several prequential runs at once do not all share the first core.
+        start = os.getpid() % len(cores)
+        os.sched_setaffinity(0, (cores + cores)[start : start + threads])
         flags = os.environ.get("XLA_FLAGS", "").split()
         flags += [f for f in _DETERMINISM_FLAGS[backend] if f not in flags]
         os.environ["XLA_FLAGS"] = " ".join(flags)

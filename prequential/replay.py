@@ -18,6 +18,7 @@ import numpy as np
 
 from prequential.coder import Coder
 from prequential.config import Config
+from prequential.counts import ContextCounts
 from prequential.learner import Learner, params_digest
 
 # Called after each segment with (tokens done, bits spent so far).
@@ -106,11 +107,22 @@ class _History:
         return self.inputs[:, start : start + self.memory + length]
 
 
+def _context_counts(config: Config, history: _History) -> ContextCounts | None:
+    return ContextCounts(config, history.tokens) if config.count_channels else None
+
+
+def _segment_counts(config: Config, streams: int) -> np.ndarray:
+    """Zeros for the counts of one segment; positions past the end of the data stay zero."""
+    return np.zeros((streams, config.segment, config.count_channels, config.vocab_size), np.uint16)
+
+
 def replay(learner: Learner, layout: Layout, coder: Coder, progress: Progress | None = None) -> ReplayResult:
     config = learner.config
     T, M = config.segment, config.memory
     valid = layout.valid()
     history = _History(layout, M, config.vocab_size)
+    counts = _context_counts(config, history)
+    segment_counts = step_counts = None
     segment_bits = np.zeros(layout.segments)
     ideal_bits = 0.0
     state = learner.init()
@@ -118,19 +130,26 @@ def replay(learner: Learner, layout: Layout, coder: Coder, progress: Progress | 
         coder.begin_block(block.n_sync, block.last, block.max_words)
         for s in block.segments:
             cache = learner.prefill(state.params, history.window(s, T)[:, :M])
+            if counts is not None:
+                segment_counts = _segment_counts(config, layout.streams)
             for i in range(min(T, layout.steps - s * T)):
                 t = s * T + i
-                probs, cache = learner.step(state.params, cache, history.inputs[:, M + t], M + i)
+                if counts is not None:
+                    segment_counts[:, i] = step_counts = counts.lookup()
+                probs, cache = learner.step(state.params, cache, history.inputs[:, M + t], M + i, step_counts)
                 active = valid[:, t]
                 probs = np.asarray(probs)
                 if not active.all():
                     probs = probs[active]
                 tokens = coder.code(probs, t, active)
                 history.put(active, t, tokens)
+                if counts is not None:
+                    counts.update(active, tokens)
                 p = probs[np.arange(len(tokens)), tokens].astype(np.float64)
                 segment_bits[s] -= np.log2(np.maximum(p, np.finfo(np.float32).tiny)).sum()
             ideal_bits += float(segment_bits[s])
-            state, _ = learner.train(state, history.window(s, T), history.tokens[:, s * T : (s + 1) * T], valid[:, s * T : (s + 1) * T])
+            targets, mask = history.tokens[:, s * T : (s + 1) * T], valid[:, s * T : (s + 1) * T]
+            state, _ = learner.train(state, history.window(s, T), targets, mask, segment_counts)
             if layout.is_sync_point(s, config.sync_segments):
                 coder.sync(params_digest(state.params), s)
             if progress:
@@ -151,12 +170,19 @@ def train_pass(learner: Learner, layout: Layout, tokens: np.ndarray, progress: P
     valid = layout.valid()
     history = _History(layout, config.memory, config.vocab_size)
     history.fill(layout.split(tokens), valid)
+    counts = _context_counts(config, history)
+    segment_counts = None
     state = learner.init()
     segment_bits = np.zeros(layout.segments)
     done_bits = 0.0
     for s in range(layout.segments):
-        mask = valid[:, s * T : (s + 1) * T]
-        state, bits = learner.train(state, history.window(s, T), history.tokens[:, s * T : (s + 1) * T], mask)
+        targets, mask = history.tokens[:, s * T : (s + 1) * T], valid[:, s * T : (s + 1) * T]
+        if counts is not None:  # the same lookups and updates, in the same order, as replay()
+            segment_counts = _segment_counts(config, layout.streams)
+            for i in range(min(T, layout.steps - s * T)):
+                segment_counts[:, i] = counts.lookup()
+                counts.update(mask[:, i], targets[mask[:, i], i])
+        state, bits = learner.train(state, history.window(s, T), targets, mask, segment_counts)
         segment_bits[s] = float(np.asarray(bits, np.float64)[mask].sum())
         done_bits += segment_bits[s]
         if progress:

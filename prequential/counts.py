@@ -1,0 +1,118 @@
+"""Adaptive count models: how often each byte followed each context, for several kinds of context.
+
+A transformer trained online learns slowly from its first bytes; counts predict well at once.
+The model mixes both (model.py, `CountMixer`). The channels are
+
+- byte contexts: the last k bytes, for k = 1..count_orders;
+- word contexts (count_words): the current word so far, and the previous word with it;
+- a match model (match_model): the byte that followed the last occurrence of the current 8-byte
+  context, weighted by how many of its predictions in a row were right.
+
+Everything here is integer arithmetic updated in a fixed order (stream by stream, after each coded
+position), so encoder and decoder hold identical tables; the float arithmetic on the counts
+happens inside the jitted model. Contexts are hashed into 2**rows_log2 rows per channel, with a
+32-bit check so that a row taken over by another context starts from zero instead of mixing two
+contexts' statistics. Counts are halved when one reaches `limit`, so they follow changing data.
+All streams share the tables.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from prequential.config import Config
+
+_ROW_HASH = np.uint64(0x9E3779B97F4A7C15)
+_CHECK_HASH = np.uint64(0xC2B2AE3D27D4EB4F)
+_WORD_HASH = np.uint64(0x100000001B3)
+_MATCH_MAX_RUN = 15
+
+
+def _is_word_byte(tokens: np.ndarray) -> np.ndarray:
+    lower = tokens | 0x20
+    return ((lower >= ord("a")) & (lower <= ord("z"))) | (tokens >= 128)
+
+
+class ContextCounts:
+    def __init__(self, config: Config, grid: np.ndarray) -> None:
+        """`grid` is the (streams, positions) token array the replay fills in as it codes."""
+        self.config = config
+        self.grid = grid
+        streams = grid.shape[0]
+        self.orders = np.arange(1, config.count_orders + 1, dtype=np.uint64)
+        self.masks = (np.uint64(1) << (np.uint64(8) * self.orders)) - np.uint64(1)
+        self.hashed_channels = config.count_orders + 2 * config.count_words
+        rows = 1 << config.count_rows_log2
+        self.shift = np.uint64(64 - config.count_rows_log2)
+        # np.zeros maps untouched pages lazily: small inputs only pay for the rows they use.
+        self.counts = np.zeros((self.hashed_channels, rows, config.vocab_size), np.uint16)
+        self.checks = np.zeros((self.hashed_channels, rows), np.uint32)
+        self.context = np.zeros(streams, np.uint64)  # each stream's last 8 bytes, newest lowest
+        self.word = np.zeros(streams, np.uint64)  # hash of the word being read, 0 between words
+        self.previous_word = np.zeros(streams, np.uint64)
+        self.match_table = np.full(rows, -1, np.int64)  # 8-byte context -> flat grid index after it
+        self.match_at = np.full(streams, -1, np.int64)  # where each stream's match points, or -1
+        self.match_run = np.zeros(streams, np.int64)
+        self.time = 0  # the position whose counts the next lookup gives
+        self._channel = np.arange(self.hashed_channels)[None, :]
+
+    def _keys(self) -> np.ndarray:
+        """(streams, hashed channels) keys; the channel index is added so equal keys differ."""
+        keys = [self.context[:, None] & self.masks[None, :]]
+        if self.config.count_words:
+            keys.append(np.stack([self.word, self.word * _WORD_HASH + self.previous_word], axis=1))
+        return np.concatenate(keys, axis=1) + np.arange(1, self.hashed_channels + 1, dtype=np.uint64)
+
+    def _match_counts(self) -> np.ndarray:
+        found = np.zeros((self.grid.shape[0], self.config.vocab_size), np.uint16)
+        pointing = self.match_at >= 0
+        streams = np.flatnonzero(pointing)
+        found[streams, self.grid.flat[self.match_at[pointing]]] = 1 + self.match_run[pointing]
+        return found[:, None]
+
+    def lookup(self) -> np.ndarray:
+        """Counts (streams, channels, vocab) for every stream's contexts at the current position."""
+        keys = self._keys()
+        self._rows = ((keys * _ROW_HASH) >> self.shift).astype(np.int64)
+        self._check = ((keys * _CHECK_HASH) >> np.uint64(32)).astype(np.uint32)
+        found = self.counts[self._channel, self._rows]
+        found[self.checks[self._channel, self._rows] != self._check] = 0
+        if self.config.match_model:
+            found = np.concatenate([found, self._match_counts()], axis=1)
+        return found
+
+    def update(self, active: np.ndarray, tokens: np.ndarray) -> None:
+        """Count `tokens` (one per active stream) in the contexts of the last lookup."""
+        self._count(self._rows[active], self._check[active], tokens)
+        symbols = tokens.astype(np.uint64)
+        if self.config.count_words:
+            in_word = _is_word_byte(tokens)
+            ended = ~in_word & (self.word[active] != 0)
+            self.previous_word[active] = np.where(ended, self.word[active], self.previous_word[active])
+            self.word[active] = np.where(in_word, self.word[active] * _WORD_HASH + (symbols | np.uint64(0x20)), 0)
+        self.context[active] = (self.context[active] << np.uint64(8)) | symbols
+        if self.config.match_model:
+            self._follow_matches(active, tokens)
+        self.time += 1
+
+    def _count(self, rows: np.ndarray, check: np.ndarray, tokens: np.ndarray) -> None:
+        channels = np.broadcast_to(self._channel, rows.shape)
+        symbols = np.broadcast_to(tokens[:, None], rows.shape)
+        stale = self.checks[channels, rows] != check
+        self.counts[channels[stale], rows[stale]] = 0
+        self.checks[channels[stale], rows[stale]] = check[stale]
+        mine = self.checks[channels, rows] == check  # two streams may claim one row in a step: the last wins
+        channels, rows, symbols = channels[mine], rows[mine], symbols[mine]
+        full = self.counts[channels, rows, symbols] >= self.config.count_limit
+        self.counts[channels[full], rows[full]] >>= 1
+        np.add.at(self.counts, (channels, rows, symbols), 1)
+
+    def _follow_matches(self, active: np.ndarray, tokens: np.ndarray) -> None:
+        streams = np.flatnonzero(active)
+        at = self.match_at[streams]
+        right = (at >= 0) & (self.grid.flat[np.maximum(at, 0)] == tokens)
+        self.match_run[streams] = np.where(right, np.minimum(self.match_run[streams] + 1, _MATCH_MAX_RUN), 0)
+        slots = ((self.context[streams] * _ROW_HASH) >> self.shift).astype(np.int64)
+        # A right prediction moves on; otherwise look for an earlier occurrence of the new context.
+        self.match_at[streams] = np.where(right, at + 1, self.match_table[slots])
+        self.match_table[slots] = streams * self.grid.shape[1] + self.time + 1
