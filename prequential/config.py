@@ -37,9 +37,9 @@ class Config:
     # Schedule: the input is cut into `streams` equal parallel streams; after every `segment`
     # steps the model takes one gradient step on the tokens just coded. Each token attends to the
     # `memory` tokens before its segment plus the segment so far.
-    streams: int = 4
-    segment: int = 16
-    memory: int = 16
+    streams: int = 8
+    segment: int = 32
+    memory: int = 32
     # Optimizer: Adam with per-parameter clipping and a linear warm-up of the learning rate.
     learning_rate: float = 2.5e-4
     warmup_segments: int = 0

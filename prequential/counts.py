@@ -54,7 +54,10 @@ class ContextCounts:
         self.match_at = np.full(streams, -1, np.int64)  # where each stream's match points, or -1
         self.match_run = np.zeros(streams, np.int64)
         self.time = 0  # the position whose counts the next lookup gives
-        self._channel = np.arange(self.hashed_channels)[None, :]
+        # Flat views: one fancy index per access instead of one per dimension.
+        self._flat_counts = self.counts.reshape(-1)
+        self._flat_checks = self.checks.reshape(-1)
+        self._row_base = (np.arange(self.hashed_channels) * rows)[None, :]
 
     def _keys(self) -> np.ndarray:
         """(streams, hashed channels) keys; the channel index is added so equal keys differ."""
@@ -73,10 +76,10 @@ class ContextCounts:
     def lookup(self) -> np.ndarray:
         """Counts (streams, channels, vocab) for every stream's contexts at the current position."""
         keys = self._keys()
-        self._rows = ((keys * _ROW_HASH) >> self.shift).astype(np.int64)
+        self._rows = self._row_base + ((keys * _ROW_HASH) >> self.shift).astype(np.int64)
         self._check = ((keys * _CHECK_HASH) >> np.uint64(32)).astype(np.uint32)
-        found = self.counts[self._channel, self._rows]
-        found[self.checks[self._channel, self._rows] != self._check] = 0
+        found = self.counts.reshape(-1, self.config.vocab_size)[self._rows]
+        found[self._flat_checks[self._rows] != self._check] = 0
         if self.config.match_model:
             found = np.concatenate([found, self._match_counts()], axis=1)
         return found
@@ -96,16 +99,21 @@ class ContextCounts:
         self.time += 1
 
     def _count(self, rows: np.ndarray, check: np.ndarray, tokens: np.ndarray) -> None:
-        channels = np.broadcast_to(self._channel, rows.shape)
-        symbols = np.broadcast_to(tokens[:, None], rows.shape)
-        stale = self.checks[channels, rows] != check
-        self.counts[channels[stale], rows[stale]] = 0
-        self.checks[channels[stale], rows[stale]] = check[stale]
-        mine = self.checks[channels, rows] == check  # two streams may claim one row in a step: the last wins
-        channels, rows, symbols = channels[mine], rows[mine], symbols[mine]
-        full = self.counts[channels, rows, symbols] >= self.config.count_limit
-        self.counts[channels[full], rows[full]] >>= 1
-        np.add.at(self.counts, (channels, rows, symbols), 1)
+        """rows, check: (active streams, channels) flat row indices and their context checks."""
+        vocab = self.config.vocab_size
+        stale = self._flat_checks[rows] != check
+        if stale.any():  # a row taken over by another context starts from zero
+            self.counts.reshape(-1, vocab)[rows[stale]] = 0
+            self._flat_checks[rows[stale]] = check[stale]
+            mine = self._flat_checks[rows] == check  # two streams may claim one row in a step: the last wins
+            rows, tokens = rows[mine], np.broadcast_to(tokens[:, None], mine.shape)[mine]
+        else:
+            rows, tokens = rows.reshape(-1), np.repeat(tokens, rows.shape[1])
+        cells = rows * vocab + tokens
+        full = self._flat_counts[cells] >= self.config.count_limit
+        if full.any():
+            self.counts.reshape(-1, vocab)[rows[full]] >>= 1
+        np.add.at(self._flat_counts, cells, 1)
 
     def _follow_matches(self, active: np.ndarray, tokens: np.ndarray) -> None:
         streams = np.flatnonzero(active)
