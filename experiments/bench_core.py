@@ -25,6 +25,7 @@ import numpy as np
 import prequential
 from prequential import accounting, api, numerics
 from prequential.config import preset
+from prequential.learner import fingerprint, learner_for
 from prequential.replay import Layout, train_pass
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
@@ -39,13 +40,13 @@ def run(preset_name: str, path: Path, limit: int | None) -> dict:
     data = path.read_bytes()[:limit]
     config = preset(preset_name)
     started = time.perf_counter()
-    api._fingerprint(config)  # compiles every function the replay uses
+    fingerprint(learner_for(config))  # compiles every function the replay uses
     compile_s = time.perf_counter() - started
 
     layout = Layout(len(data), config.streams, config.segment)
     tokens = np.frombuffer(data, np.uint8).astype(np.int32)
     started = time.perf_counter()
-    forced_bits = train_pass(api._learner(config), layout, tokens).sum()
+    forced_bits = train_pass(learner_for(config), layout, tokens)[0].sum()
     train_s = time.perf_counter() - started
 
     out = io.BytesIO()

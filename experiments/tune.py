@@ -45,7 +45,7 @@ def main() -> None:
         learner = Learner.create(config)
         layout = Layout(len(data), config.streams, config.segment)
         started = time.perf_counter()
-        bits = train_pass(learner, layout, tokens).sum()
+        bits = train_pass(learner, layout, tokens)[0].sum()
         print(f"{8 * 0 + bits / len(data):.4f} bits/byte  {time.perf_counter() - started:7.1f} s  {spec}", flush=True)
 
 

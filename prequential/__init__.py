@@ -9,5 +9,6 @@ b'hello hello hello'
 from prequential.api import compress, decode, decompress, encode
 from prequential.config import PRESETS, Config
 from prequential.errors import PrequentialError
+from prequential.measure import MeasureResult, measure
 
-__all__ = ["PRESETS", "Config", "PrequentialError", "compress", "decode", "decompress", "encode"]
+__all__ = ["PRESETS", "Config", "MeasureResult", "PrequentialError", "compress", "decode", "decompress", "encode", "measure"]

@@ -1,8 +1,12 @@
-"""Compress and decompress: the checks around the replay engine, for bytes and streams."""
+"""Compress and decompress: the checks around the replay engine, for bytes and streams.
+
+Importing JAX computes nothing; `numerics.activate` pins the process before the first
+computation, which happens inside `encode` and `decode`.
+"""
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import hashlib
 import io
 import shutil
@@ -10,12 +14,17 @@ import tempfile
 import time
 from typing import BinaryIO
 
+import flax.linen as nn
 import numpy as np
+import optax
 
 from prequential import accounting, container, numerics
+from prequential.coder import Decoder, Encoder
 from prequential.config import Config, preset
 from prequential.errors import FormatError, NumericsError, PrequentialError, VersionError
-from prequential.replay import Layout, Progress
+from prequential.learner import Learner, fingerprint, learner_for
+from prequential.measure import as_tokens, module_source
+from prequential.replay import Carry, Layout, Progress, replay, train_pass
 
 DEFAULT_MAX_OUTPUT = 1 << 40  # 1 TiB: a header claiming more is refused before any work
 
@@ -24,18 +33,29 @@ def resolve_config(config: Config | str) -> Config:
     return preset(config) if isinstance(config, str) else config.validate()
 
 
-@functools.lru_cache(maxsize=8)
-def _learner(config: Config):
-    # Imported here so that numerics.activate() runs before JAX computes anything.
-    from prequential.learner import Learner
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """Which learner runs: our model for a config, or a user's Flax module and optax optimizer."""
 
-    return Learner.create(config)
+    config: Config
+    module: nn.Module | None = None
+    optimizer: optax.GradientTransformation | None = None
+
+    @property
+    def learner(self) -> Learner:
+        return learner_for(self.config, self.module, self.optimizer)
+
+    @property
+    def source(self) -> bytes:
+        return module_source(self.module)
 
 
-def _fingerprint(config: Config) -> bytes:
-    from prequential.learner import fingerprint
-
-    return fingerprint(_learner(config))
+def _prime(model: Model, given: bytes | None) -> Carry | None:
+    """Train on the given data first, teacher-forced (no coding): both sides do the same."""
+    if given is None:
+        return None
+    tokens = as_tokens(given, model.config.vocab_size)
+    return train_pass(model.learner, Layout(len(tokens), model.config.streams, model.config.segment), tokens)[1]
 
 
 def encode(
@@ -45,35 +65,43 @@ def encode(
     *,
     threads: int = 1,
     progress: Progress | None = None,
+    module: nn.Module | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    given: bytes | None = None,
 ) -> accounting.Report:
     """Compress `data` to the stream `out`; return the itemized description length.
 
     `threads` is the number of CPU cores XLA may use; a decoder needs at least as many (one
     thread decodes anywhere and, for the models here, is also the fastest on a 2-core CPU).
+    `module` and `optimizer` replace our model and optimizer (the decoder needs the same ones);
+    with `given`, the model first trains on that data, and decoding needs it too.
     """
-    from prequential.coder import Encoder
-    from prequential.replay import replay
-
-    config = resolve_config(config)
+    model = Model(resolve_config(config), module, optimizer)
     started = time.perf_counter()
     here = numerics.activate("cpu", threads)
-    layout = Layout(len(data), config.streams, config.segment)
+    layout = Layout(len(data), model.config.streams, model.config.segment)
     tokens = np.frombuffer(data, np.uint8).astype(np.int32)
     with tempfile.TemporaryFile() as payload:
         coder = Encoder(layout.split(tokens), payload)
-        ideal_bits = replay(_learner(config), layout, coder, progress).ideal_bits if len(data) else 0.0
+        ideal_bits = replay(model.learner, layout, coder, progress, _prime(model, given)).ideal_bits if data else 0.0
         stored = payload.tell() >= len(data) and len(data) > 0
+        flags = (
+            (container.FLAG_STORED if stored else 0)
+            | (container.FLAG_USER_MODEL if module is not None else 0)
+            | (container.FLAG_GIVEN if given is not None else 0)
+        )
         header = container.encode_header(
             container.Header(
-                flags=container.FLAG_STORED if stored else 0,
+                flags=flags,
                 n_bytes=len(data),
                 sha256=hashlib.sha256(data).digest(),
                 package_version=accounting.package_version(),
                 library_digest=accounting.library_digest(),
-                code_digest=accounting.code_digest(),
+                code_digest=accounting.code_digest(model.source),
                 numerics=here,
-                fingerprint=_fingerprint(config) if data else bytes(8),
-                config=config,
+                fingerprint=fingerprint(model.learner) if data else bytes(8),
+                config=model.config,
+                given_sha256=hashlib.sha256(given).digest() if given is not None else None,
             )
         )
         out.write(header)
@@ -89,15 +117,15 @@ def encode(
         payload_bytes=payload_bytes,
         coded_bytes=coder.word_bytes,
         ideal_bits=ideal_bits,
-        model_code_bytes=accounting.model_code_bytes(),
+        model_code_bytes=accounting.model_code_bytes(model.source),
         stored=stored,
         seconds=time.perf_counter() - started,
-        config=config.to_dict(),
+        config=model.config.to_dict(),
     )
 
 
-def check_versions(header: container.Header) -> None:
-    """Refuse, naming the versions to install, a file this installation cannot replay."""
+def check_versions(header: container.Header, model: Model, given: bytes | None) -> None:
+    """Refuse, saying what to install or pass, a file this installation cannot replay."""
     ours = accounting.package_version()
     if header.package_version != ours:
         raise VersionError(
@@ -110,8 +138,17 @@ def check_versions(header: container.Header) -> None:
             f"file made with other numeric libraries than the installed ones ({libs}); "
             f"reinstall the exact versions pinned by prequential {ours}"
         )
-    if header.code_digest != accounting.code_digest():
+    if header.user_model and model.module is None:
+        raise VersionError("file made with a user's model: decode it with the same module and optimizer (module=, optimizer=)")
+    if header.code_digest != accounting.code_digest(model.source):
+        if model.module is not None:
+            raise VersionError("the module's source differs from the one the file was made with")
         raise VersionError(f"the replay code differs from the encoder's although both say prequential {ours}; reinstall it")
+    if header.given_sha256 is not None:
+        if given is None:
+            raise PrequentialError(f"file made given other data first (SHA-256 {header.given_sha256.hex()}): pass it with --given")
+        if hashlib.sha256(given).digest() != header.given_sha256:
+            raise PrequentialError(f"the given data differs from the file's (SHA-256 {header.given_sha256.hex()})")
 
 
 def prepare_numerics(header: container.Header) -> numerics.Numerics:
@@ -126,8 +163,8 @@ def prepare_numerics(header: container.Header) -> numerics.Numerics:
     return here
 
 
-def _check_fingerprint(header: container.Header, here: numerics.Numerics) -> None:
-    if _fingerprint(header.config) == header.fingerprint:
+def _check_fingerprint(header: container.Header, here: numerics.Numerics, learner: Learner) -> None:
+    if fingerprint(learner) == header.fingerprint:
         return
     causes = numerics.mismatches(header.numerics, here)
     if header.numerics.threads > numerics.usable_cores():
@@ -135,7 +172,7 @@ def _check_fingerprint(header: container.Header, here: numerics.Numerics) -> Non
     elif header.numerics.threads != here.threads:
         remedy = "decode in a fresh process (the prequential command starts one)"
     else:
-        remedy = "decode on the kind of machine that encoded it"
+        remedy = "decode on the kind of machine that encoded it (or check that the optimizer is the encoder's)"
     raise NumericsError(
         "refusing to decode: this machine computes different floats than the encoder "
         f"({'; '.join(causes) or 'same settings, so the CPU or library build differs'}); {remedy}"
@@ -148,13 +185,14 @@ def decode(
     *,
     progress: Progress | None = None,
     max_output: int = DEFAULT_MAX_OUTPUT,
+    module: nn.Module | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    given: bytes | None = None,
 ) -> container.Header:
     """Decompress the stream `source` into `out`, which receives data only after its SHA-256 matched."""
-    from prequential.coder import Decoder
-    from prequential.replay import replay
-
     header = container.read_header(source)
-    check_versions(header)
+    model = Model(header.config, module, optimizer)
+    check_versions(header, model, given)
     if header.n_bytes > max_output:
         raise PrequentialError(
             f"file declares {header.n_bytes:,} bytes of output, more than the limit of {max_output:,} (--max-output-size)"
@@ -167,9 +205,9 @@ def decode(
         data = b""
     else:
         here = prepare_numerics(header)
-        _check_fingerprint(header, here)
+        _check_fingerprint(header, here, model.learner)
         layout = Layout(header.n_bytes, header.config.streams, header.config.segment)
-        tokens = replay(_learner(header.config), layout, Decoder(source), progress).tokens
+        tokens = replay(model.learner, layout, Decoder(source), progress, _prime(model, given)).tokens
         data = tokens.astype(np.uint8).tobytes()
     container.expect_end(source)
     if hashlib.sha256(data).digest() != header.sha256:
@@ -178,16 +216,18 @@ def decode(
     return header
 
 
-def compress(data: bytes, config: Config | str = "default", *, threads: int = 1, progress: Progress | None = None) -> bytes:
-    """Compress bytes with a model trained online on them; `decompress` inverts it exactly."""
+def compress(data: bytes, config: Config | str = "default", **options) -> bytes:
+    """Compress bytes with a model trained online on them; `decompress` inverts it exactly.
+    Options are those of `encode` (threads, progress, module, optimizer, given)."""
     out = io.BytesIO()
-    encode(data, out, config, threads=threads, progress=progress)
+    encode(data, out, config, **options)
     return out.getvalue()
 
 
-def decompress(blob: bytes, *, progress: Progress | None = None, max_output: int = DEFAULT_MAX_OUTPUT) -> bytes:
+def decompress(blob: bytes, **options) -> bytes:
+    """Options are those of `decode` (progress, max_output, module, optimizer, given)."""
     out = io.BytesIO()
-    decode(io.BytesIO(blob), out, progress=progress, max_output=max_output)
+    decode(io.BytesIO(blob), out, **options)
     return out.getvalue()
 
 
@@ -204,7 +244,8 @@ def inspect(source: BinaryIO) -> tuple[container.Header, accounting.Report]:
         for plan in Layout(header.n_bytes, header.config.streams, header.config.segment).blocks(header.config):
             block = container.read_block(source, plan.n_sync, plan.last, plan.max_words)
             coded_bytes += 4 * len(block.words)
-            ideal_bits = block.ideal_bits if plan.last else ideal_bits
+            if plan.last:
+                ideal_bits = block.ideal_bits
     container.expect_end(source)
     report = accounting.Report(
         original_bytes=header.n_bytes,

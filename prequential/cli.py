@@ -20,9 +20,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from prequential import accounting, api, container
+from prequential import accounting, api, container, numerics, plots
 from prequential import config as configs
 from prequential.errors import PrequentialError
+from prequential.measure import crossings, measure
 
 SUFFIX = ".pq"
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def common(q: argparse.ArgumentParser, output: bool = True) -> None:
         q.add_argument("file", help="input file, or - for standard input")
+        q.add_argument("--given", metavar="X", help="the model first trains on file X (decoding needs X too)")
         if output:
             q.add_argument("-o", "--output", help="output path, or - for standard output")
             q.add_argument(
@@ -47,10 +49,13 @@ def _parser() -> argparse.ArgumentParser:
             q.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
         q.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no report on stderr")
 
+    def model(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--preset", help=f"named configuration: {', '.join(configs.PRESETS)} (default: default)")
+        q.add_argument("--config", metavar="PATH", help="TOML or JSON file of config fields (may name a preset)")
+
     c = sub.add_parser("compress", help="compress FILE to FILE.pq")
     common(c)
-    c.add_argument("--preset", choices=list(configs.PRESETS), help="named configuration (default: default)")
-    c.add_argument("--config", metavar="PATH", help="TOML or JSON file of config fields (may name a preset)")
+    model(c)
     c.add_argument(
         "--threads", type=int, default=1, help="CPU threads for XLA; a decoder needs at least as many cores (default: 1, decodes anywhere)"
     )
@@ -71,8 +76,26 @@ def _parser() -> argparse.ArgumentParser:
     common(v, output=False)
 
     m = sub.add_parser("demo", help="compress, decompress (in a fresh process) and verify an embedded sample text")
-    m.add_argument("--preset", choices=list(configs.PRESETS), default="default")
+    m.add_argument("--preset", default="default", help=f"one of: {', '.join(configs.PRESETS)}")
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("measure", help="description length of training online on DATA, without coding")
+    e.add_argument("file", help="data file, or - for standard input")
+    model(e)
+    e.add_argument("--given", metavar="X", help="train on file X first and report L(DATA | X) next to L(DATA)")
+    e.add_argument("--threads", type=int, help="CPU threads for XLA (default: all; nothing needs decoding)")
+    e.add_argument("--json", metavar="PATH", help="write the result as JSON (schema: docs/measure.md)")
+    e.add_argument("--plot", metavar="PATH", help="write the learning curve (PNG, or SVG by suffix)")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    r = sub.add_parser("compare", help="measure several presets or configs on the same DATA")
+    r.add_argument("file", help="data file, or - for standard input")
+    r.add_argument("--presets", help="comma-separated preset names")
+    r.add_argument("--configs", help="comma-separated TOML/JSON config files")
+    r.add_argument("--threads", type=int, help="CPU threads for XLA (default: all)")
+    r.add_argument("--json", metavar="PATH", help="write the results and the crossing points as JSON")
+    r.add_argument("--plot", metavar="PATH", help="write the cumulative description lengths (PNG, or SVG by suffix)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     i = sub.add_parser("info", help="print the header and the description-length breakdown")
     i.add_argument("file")
@@ -182,9 +205,7 @@ def _finish(args: argparse.Namespace, output: str) -> None:
 
 
 def _compress(args: argparse.Namespace) -> None:
-    if args.preset and args.config:
-        raise UsageError("give --preset or --config, not both")
-    config = configs.load(args.config) if args.config else configs.preset(args.preset or "default")
+    config = _config(args)
     output = _output_name(args, compressing=True)
     if output == "-" and sys.stdout.isatty():
         raise UsageError("refusing to write compressed data to a terminal; use -o or redirect standard output")
@@ -192,12 +213,12 @@ def _compress(args: argparse.Namespace) -> None:
     bar = _ProgressBar(len(data), "compress", args.quiet)
     with _atomic_output(output, args.force) as out:
         try:
-            report = api.encode(data, out, config, threads=args.threads, progress=bar)
+            report = api.encode(data, out, config, threads=args.threads, progress=bar, given=_given(args))
         finally:
             bar.close()
         if args.verify:
             out.flush()
-            _verify_in_fresh_process(out.name)
+            _verify_in_fresh_process(out.name, args.given)
     report.baselines = accounting.baselines(data)
     if not args.quiet:
         print(report.format(), file=sys.stderr)
@@ -206,9 +227,20 @@ def _compress(args: argparse.Namespace) -> None:
     _finish(args, output)
 
 
-def _verify_in_fresh_process(path: str) -> None:
+def _config(args: argparse.Namespace) -> configs.Config:
+    if args.preset and args.config:
+        raise UsageError("give --preset or --config, not both")
+    return configs.load(args.config) if args.config else configs.preset(args.preset or "default")
+
+
+def _given(args: argparse.Namespace) -> bytes | None:
+    return _read_input(args.given) if args.given else None
+
+
+def _verify_in_fresh_process(path: str, given: str | None) -> None:
     """A new process proves the file decodes from the file alone, not from this process's state."""
-    done = subprocess.run([sys.executable, "-m", "prequential", "verify", "--quiet", path], capture_output=True, text=True)
+    command = [sys.executable, "-m", "prequential", "verify", "--quiet", path] + (["--given", given] if given else [])
+    done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         message = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit code {done.returncode}"
         raise PrequentialError(f"verification failed, nothing written: {message}")
@@ -220,7 +252,7 @@ def _decode_to(args: argparse.Namespace, out: BinaryIO, max_output: int = api.DE
     source.seek(0)
     bar = _ProgressBar(header.n_bytes, "decompress", args.quiet)
     try:
-        api.decode(source, out, progress=bar, max_output=max_output)
+        api.decode(source, out, progress=bar, max_output=max_output, given=_given(args))
     finally:
         bar.close()
 
@@ -265,6 +297,59 @@ def _info(args: argparse.Namespace) -> None:
         _write_json(args.json, fields)
 
 
+def _measure(args: argparse.Namespace) -> None:
+    config = _config(args)
+    numerics.activate("cpu", args.threads)
+    data = _read_input(args.file)
+    if not data:
+        raise UsageError(f"{args.file!r} is empty: there is nothing to measure")
+    bar = _ProgressBar(len(data), "measure", args.quiet)
+    try:
+        result = measure(data, config, given=_given(args), progress=bar)
+    finally:
+        bar.close()
+    print(result.format())
+    if args.json:
+        _write_json(args.json, result.to_dict())
+    if args.plot:
+        plots.learning_curve(result, args.plot, f"prequential measure: {os.path.basename(args.file)}")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    if bool(args.presets) == bool(args.configs):
+        raise UsageError("give --presets or --configs (comma-separated)")
+    named = (
+        {name: configs.preset(name) for name in args.presets.split(",")}
+        if args.presets
+        else {Path(path).stem: configs.load(path) for path in args.configs.split(",")}
+    )
+    numerics.activate("cpu", args.threads)
+    data = _read_input(args.file)
+    if not data:
+        raise UsageError(f"{args.file!r} is empty: there is nothing to measure")
+    results = {}
+    for name, config in named.items():
+        bar = _ProgressBar(len(data), name, args.quiet)
+        try:
+            results[name] = measure(data, config, baselines=False, progress=bar)
+        finally:
+            bar.close()
+    names = list(results)
+    pairs = {f"{a} vs {b}": crossings(results[a], results[b]) for i, a in enumerate(names) for b in names[i + 1 :]}
+    n = max(len(data), 1)
+    print(f"{'model':<16}{'code bits':>12}{'sum of losses':>16}{'total bits':>14}{'bits/byte':>11}")
+    for name, r in results.items():
+        print(f"{name:<16}{8 * r.code_bytes:>12,}{r.data_bits:>16,.1f}{r.total_bits:>14,.1f}{r.total_bits / n:>11.4f}")
+    for pair, at in pairs.items():
+        print(f"crossings {pair}: " + (", ".join(f"{t:,} tokens" for t in at) or "none"))
+    if args.json:
+        _write_json(
+            args.json, {"schema": "prequential.compare/1", "results": {k: r.to_dict() for k, r in results.items()}, "crossings": pairs}
+        )
+    if args.plot:
+        plots.comparison(results, args.plot, f"prequential compare: {os.path.basename(args.file)}")
+
+
 def _demo(args: argparse.Namespace) -> None:
     sample = (resources.files("prequential") / "data" / "sample.txt").read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
@@ -273,7 +358,7 @@ def _demo(args: argparse.Namespace) -> None:
         print(
             f"compressing the embedded sample ({len(sample):,} bytes of 'Alice in Wonderland') with preset {args.preset!r}", file=sys.stderr
         )
-        _compress(_parser().parse_args(["compress", original, "-k", "--preset", args.preset] + ["-q"] * args.quiet))
+        _compress(_parser().parse_args(["compress", original, "-k", "--preset", args.preset, *["-q"] * args.quiet]))
         print("decompressing in a fresh process ...", file=sys.stderr)
         done = subprocess.run(
             [sys.executable, "-m", "prequential", "decompress", "-q", packed, "-o", restored], capture_output=True, text=True
@@ -283,7 +368,15 @@ def _demo(args: argparse.Namespace) -> None:
     print(f"OK: {len(sample):,} bytes restored bit-exact (SHA-256 checked) by a separate process", file=sys.stderr)
 
 
-COMMANDS = {"compress": _compress, "decompress": _decompress, "verify": _verify, "info": _info, "demo": _demo}
+COMMANDS = {
+    "compress": _compress,
+    "decompress": _decompress,
+    "verify": _verify,
+    "info": _info,
+    "measure": _measure,
+    "compare": _compare,
+    "demo": _demo,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

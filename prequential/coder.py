@@ -7,6 +7,7 @@ else (the model, the training, the order of calls) is the replay engine's and is
 
 from __future__ import annotations
 
+import io
 from typing import BinaryIO, Protocol
 
 import constriction
@@ -54,6 +55,19 @@ class Encoder:
         self.word_bytes += 4 * len(words)
         self.out.write(block)
         self.bytes_written += len(block)
+
+
+class Scorer(Encoder):
+    """No coding at all: hands the known tokens to the replay, to score a model step by step."""
+
+    def __init__(self, tokens: np.ndarray) -> None:
+        super().__init__(tokens, io.BytesIO())
+
+    def code(self, probs: np.ndarray, position: int, active: np.ndarray) -> np.ndarray:
+        return self.tokens[active, position]
+
+    def end_block(self, ideal_bits: float) -> None:
+        pass
 
 
 class Decoder:

@@ -5,7 +5,8 @@ Layout (integers little-endian; varint = unsigned LEB128; str8/str16 = length-pr
     header: magic "\\x89PQZ" | format u8 | flags u8 | n_bytes varint | sha256 32B
             | package version str8 | library digest 4B | code digest 4B
             | backend str8 | device kind str8 | threads u16 | XLA flags digest 4B
-            | fingerprint 8B | preset str8 | config overrides str16 (compact JSON) | crc32 u32
+            | fingerprint 8B | preset str8 | config overrides str16 (compact JSON)
+            | [flag GIVEN: sha256 of the given data 32B] | crc32 u32
     block:  n_words varint | n_sync x parameter digest 4B | [last block: ideal bits f64]
             | n_words x u32 range-coder words | crc32 u32
     stored: the input itself (flag STORED), when coding would not make it smaller
@@ -30,7 +31,9 @@ from prequential.numerics import Numerics
 MAGIC = b"\x89PQZ"
 FORMAT_VERSION = 1
 FLAG_STORED = 1
-_KNOWN_FLAGS = FLAG_STORED
+FLAG_USER_MODEL = 2
+FLAG_GIVEN = 4
+_KNOWN_FLAGS = FLAG_STORED | FLAG_USER_MODEL | FLAG_GIVEN
 MAX_VARINT_BYTES = 10
 
 
@@ -45,10 +48,15 @@ class Header:
     numerics: Numerics
     fingerprint: bytes
     config: Config
+    given_sha256: bytes | None = None  # the data the model was trained on first (FLAG_GIVEN)
 
     @property
     def stored(self) -> bool:
         return bool(self.flags & FLAG_STORED)
+
+    @property
+    def user_model(self) -> bool:
+        return bool(self.flags & FLAG_USER_MODEL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +148,8 @@ def encode_header(h: Header) -> bytes:
     preset_name, overrides = to_compact(h.config)
     w.string(preset_name, 1)
     w.string(overrides, 2)
+    if h.flags & FLAG_GIVEN:
+        w.raw(h.given_sha256)
     return w.finish_with_crc()
 
 
@@ -160,6 +170,7 @@ def read_header(stream: BinaryIO) -> Header:
     (threads,) = struct.unpack("<H", r.raw(2, "header"))
     flags_digest, fingerprint = r.raw(4, "header"), r.raw(8, "header")
     preset_name, overrides = r.string(1, "header"), r.string(2, "header")
+    given = r.raw(32, "header") if flags & FLAG_GIVEN else None
     r.check_crc("header")
     if flags & ~_KNOWN_FLAGS:
         raise FormatError(f"file is corrupt (unknown header flags {flags:#x})")
@@ -168,7 +179,7 @@ def read_header(stream: BinaryIO) -> Header:
     except ConfigError as err:
         raise FormatError(f"file is corrupt or from another version (header config: {err})") from None
     numerics = Numerics(backend, device_kind, threads, flags_digest)
-    return Header(flags, n_bytes, sha, package_version, library_digest, code_digest, numerics, fingerprint, config)
+    return Header(flags, n_bytes, sha, package_version, library_digest, code_digest, numerics, fingerprint, config, given)
 
 
 def encode_block(words: np.ndarray, digests: list[bytes], ideal_bits: float | None) -> bytes:

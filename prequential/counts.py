@@ -59,6 +59,14 @@ class ContextCounts:
         self._flat_checks = self.checks.reshape(-1)
         self._row_base = (np.arange(self.hashed_channels) * rows)[None, :]
 
+    def continue_on(self, grid: np.ndarray) -> None:
+        """Go on counting over a new token grid: keep the tables, forget the match positions."""
+        self.grid = grid
+        self.match_table[:] = -1
+        self.match_at[:] = -1
+        self.match_run[:] = 0
+        self.time = 0
+
     def _keys(self) -> np.ndarray:
         """(streams, hashed channels) keys; the channel index is added so equal keys differ."""
         keys = [self.context[:, None] & self.masks[None, :]]

@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from prequential.config import Config
+from prequential.errors import ConfigError
 from prequential.model import Transformer
 
 
@@ -122,6 +123,14 @@ class Learner:
         window = jax.lax.dynamic_update_slice_in_dim(window, tokens[:, None], pos, axis=1)
         logits = jax.lax.dynamic_index_in_dim(self.module.apply(params, window), pos, axis=1, keepdims=False)
         return jax.nn.softmax(logits.astype(jnp.float32)), window
+
+
+@functools.lru_cache(maxsize=16)
+def learner_for(config: Config, module: nn.Module | None = None, optimizer: optax.GradientTransformation | None = None) -> Learner:
+    """One compiled learner per (config, module, optimizer), shared by every run in a process."""
+    if module is not None and config.count_channels:
+        raise ConfigError("a user's module takes tokens only: set count_orders, count_words and match_model to 0")
+    return Learner.create(config, module, optimizer)
 
 
 def params_digest(params: Any) -> bytes:

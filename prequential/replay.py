@@ -19,7 +19,7 @@ import numpy as np
 from prequential.coder import Coder
 from prequential.config import Config
 from prequential.counts import ContextCounts
-from prequential.learner import Learner, params_digest
+from prequential.learner import Learner, TrainState, params_digest
 
 # Called after each segment with (tokens done, bits spent so far).
 Progress = Callable[[int, float], None]
@@ -78,10 +78,19 @@ class BlockPlan(NamedTuple):
 
 
 @dataclasses.dataclass
+class Carry:
+    """What a pass hands on to the next one over more data: the learner's state and its counts."""
+
+    state: TrainState
+    counts: ContextCounts | None
+
+
+@dataclasses.dataclass
 class ReplayResult:
     tokens: np.ndarray  # (n,) int32
     ideal_bits: float  # sum of -log2 p of every coded token, as the coder was given p
     segment_bits: np.ndarray  # (segments,) the same, per segment
+    carry: Carry
 
 
 class _History:
@@ -107,8 +116,14 @@ class _History:
         return self.inputs[:, start : start + self.memory + length]
 
 
-def _context_counts(config: Config, history: _History) -> ContextCounts | None:
-    return ContextCounts(config, history.tokens) if config.count_channels else None
+def _start(learner: Learner, history: _History, carry: Carry | None) -> Carry:
+    """A fresh start from the seed, or the state and counts a previous pass left."""
+    if carry is None:
+        counts = ContextCounts(learner.config, history.tokens) if learner.config.count_channels else None
+        return Carry(learner.init(), counts)
+    if carry.counts is not None:
+        carry.counts.continue_on(history.tokens)
+    return carry
 
 
 def _segment_counts(config: Config, streams: int) -> np.ndarray:
@@ -116,16 +131,18 @@ def _segment_counts(config: Config, streams: int) -> np.ndarray:
     return np.zeros((streams, config.segment, config.count_channels, config.vocab_size), np.uint16)
 
 
-def replay(learner: Learner, layout: Layout, coder: Coder, progress: Progress | None = None) -> ReplayResult:
+def replay(learner: Learner, layout: Layout, coder: Coder, progress: Progress | None = None, carry: Carry | None = None) -> ReplayResult:
+    """Score every position step by step, code it, train on each segment; optionally continue
+    from the `carry` of an earlier pass."""
     config = learner.config
     T, M = config.segment, config.memory
     valid = layout.valid()
     history = _History(layout, M, config.vocab_size)
-    counts = _context_counts(config, history)
+    start = _start(learner, history, carry)
+    state, counts = start.state, start.counts
     segment_counts = step_counts = None
     segment_bits = np.zeros(layout.segments)
     ideal_bits = 0.0
-    state = learner.init()
     for block in layout.blocks(config):
         coder.begin_block(block.n_sync, block.last, block.max_words)
         for s in block.segments:
@@ -155,24 +172,26 @@ def replay(learner: Learner, layout: Layout, coder: Coder, progress: Progress | 
             if progress:
                 progress(int(valid[:, : (s + 1) * T].sum()), ideal_bits)
         coder.end_block(ideal_bits)
-    return ReplayResult(layout.join(history.tokens), ideal_bits, segment_bits)
+    return ReplayResult(layout.join(history.tokens), ideal_bits, segment_bits, Carry(state, counts))
 
 
-def train_pass(learner: Learner, layout: Layout, tokens: np.ndarray, progress: Progress | None = None) -> np.ndarray:
-    """The online training alone, scored teacher-forced before each update; bits per segment.
+def train_pass(
+    learner: Learner, layout: Layout, tokens: np.ndarray, progress: Progress | None = None, carry: Carry | None = None
+) -> tuple[np.ndarray, Carry]:
+    """The online training alone, scored teacher-forced before each update: bits per segment.
 
-    No coder and no step-wise scoring, so it is as fast as the training itself. Its total agrees
-    with `replay` up to float rounding (the same model scored by a different but equivalent
-    computation).
+    No coder and no step-wise scoring, so it is as fast as the training itself. It calls `train`
+    exactly as `replay` does, so the state it hands on is the one `replay` would reach; its bits
+    agree with `replay`'s up to float rounding (the same model, scored by a batched computation).
     """
     config = learner.config
     T = config.segment
     valid = layout.valid()
     history = _History(layout, config.memory, config.vocab_size)
     history.fill(layout.split(tokens), valid)
-    counts = _context_counts(config, history)
+    start = _start(learner, history, carry)
+    state, counts = start.state, start.counts
     segment_counts = None
-    state = learner.init()
     segment_bits = np.zeros(layout.segments)
     done_bits = 0.0
     for s in range(layout.segments):
@@ -187,4 +206,4 @@ def train_pass(learner: Learner, layout: Layout, tokens: np.ndarray, progress: P
         done_bits += segment_bits[s]
         if progress:
             progress(int(valid[:, : (s + 1) * T].sum()), done_bits)
-    return segment_bits
+    return segment_bits, Carry(state, counts)

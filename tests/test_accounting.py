@@ -9,9 +9,9 @@ import numpy as np
 from conftest import SAMPLE
 
 from prequential import accounting, api, container
-from prequential.api import _learner
 from prequential.coder import Encoder
 from prequential.config import preset
+from prequential.learner import learner_for
 from prequential.replay import Layout, replay, train_pass
 
 ONE_BLOCK = preset("tiny").replace(block_segments=1 << 20)  # a single coder flush
@@ -43,13 +43,13 @@ def test_ideal_bits_are_the_sum_of_per_token_losses():
     tokens = np.frombuffer(SAMPLE, np.uint8).astype(np.int32)
     coder = RecordingEncoder(layout.split(tokens), io.BytesIO())
     coder.seen = []
-    result = replay(_learner(ONE_BLOCK), layout, coder)
+    result = replay(learner_for(ONE_BLOCK), layout, coder)
     per_token = np.concatenate(coder.seen)
     assert len(per_token) == len(SAMPLE)
     assert math.isclose(per_token.sum(), result.ideal_bits, rel_tol=1e-12)
     assert math.isclose(result.segment_bits.sum(), result.ideal_bits, rel_tol=1e-12)
     # The teacher-forced training pass scores the same model on the same data: same total up to rounding.
-    forced = train_pass(_learner(ONE_BLOCK), layout, tokens)
+    forced, _ = train_pass(learner_for(ONE_BLOCK), layout, tokens)
     assert abs(forced.sum() - result.ideal_bits) < 1e-4 * result.ideal_bits
 
 

@@ -1,0 +1,272 @@
+"""Measure the description length of a training run, without the coder, at the speed of training.
+
+    result = measure(tokens, config)                       # our model, a preset or a Config
+    result = measure(tokens, config, module=m, optimizer=o)  # any causal Flax module, any optax optimizer
+
+The learner scores every segment before it trains on it (the prequential order is the learner's,
+not the caller's: nothing here hands out parameters between steps). A module is first probed for
+causality: if its output at a position changes when later tokens change, teacher-forced scoring
+would let it see the token it is scored on, so it is scored step by step instead, with later
+positions hidden, and pays the full price.
+"""
+
+from __future__ import annotations
+
+import bz2
+import dataclasses
+import gzip
+import inspect
+import lzma
+import math
+import time
+from typing import Any
+
+import flax.linen as nn
+import numpy as np
+import optax
+
+from prequential import accounting, container
+from prequential.coder import Scorer
+from prequential.config import Config
+from prequential.errors import ConfigError
+from prequential.learner import Learner, learner_for
+from prequential.numerics import Numerics
+from prequential.replay import Carry, Layout, Progress, replay, train_pass
+
+SCHEMA = "prequential.measure/1"
+
+
+@dataclasses.dataclass
+class MeasureResult:
+    """Bits per segment of one online training run, and the itemized description length."""
+
+    n_tokens: int
+    vocab_size: int
+    segment_bits: np.ndarray  # bits spent on each segment's tokens (all streams)
+    segment_tokens: np.ndarray  # tokens in each segment
+    code_bytes: int  # L(code): the replay code and model source, LZMA-compressed
+    container_bytes: int  # what a compressed file adds: header and block framing
+    scoring: str  # "teacher-forced", or "step-wise" for a module that is not causal
+    seconds: float
+    config: dict[str, Any]
+    baselines: dict[str, float] = dataclasses.field(default_factory=dict)  # name -> bits
+    given: dict[str, Any] | None = None
+
+    @property
+    def data_bits(self) -> float:
+        return float(self.segment_bits.sum())
+
+    @property
+    def total_bits(self) -> float:
+        """The description length: code, container and the sum of per-token losses."""
+        return self.data_bits + 8 * (self.code_bytes + self.container_bytes)
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens seen, cumulative data bits) after each segment."""
+        return np.cumsum(self.segment_tokens), np.cumsum(self.segment_bits)
+
+    def to_dict(self) -> dict[str, Any]:
+        tokens, bits = self.curve()
+        n = max(self.n_tokens, 1)
+        return {
+            "schema": SCHEMA,
+            "n_tokens": self.n_tokens,
+            "vocab_size": self.vocab_size,
+            "scoring": self.scoring,
+            "data_bits": self.data_bits,
+            "code_bytes": self.code_bytes,
+            "container_bytes": self.container_bytes,
+            "total_bits": self.total_bits,
+            "data_bits_per_token": self.data_bits / n,
+            "total_bits_per_token": self.total_bits / n,
+            "seconds": self.seconds,
+            "tokens_per_second": self.n_tokens / self.seconds if self.seconds else 0.0,
+            "config": self.config,
+            "baselines_bits": self.baselines,
+            "curve": {"tokens": tokens.tolist(), "cumulative_bits": bits.tolist()},
+            "given": self.given,
+        }
+
+    def format(self) -> str:
+        n = max(self.n_tokens, 1)
+        unit = "byte" if self.vocab_size == 256 else "token"
+        lines = [
+            f"tokens              {self.n_tokens:>14,}  (vocabulary {self.vocab_size}, {self.scoring} scoring)",
+            f"model code          {8 * self.code_bytes:>14,} bits  (LZMA of the replay code and model)",
+            f"container           {8 * self.container_bytes:>14,} bits  (header and framing of a compressed file)",
+            f"sum of losses       {self.data_bits:>14,.1f} bits  ({self.data_bits / n:.4f} bits/{unit})",
+            f"total               {self.total_bits:>14,.1f} bits  ({self.total_bits / n:.4f} bits/{unit})",
+        ]
+        lines += [f"{name:<20}{bits:>14,.1f} bits  ({bits / n:.4f} bits/{unit})" for name, bits in self.baselines.items()]
+        if self.given:
+            g = self.given
+            lines += [
+                f"L(Y|X)              {g['conditional_bits']:>14,.1f} bits  (after training on X: {g['given_tokens']:,} tokens)",
+                f"L(Y)                {g['alone_bits']:>14,.1f} bits  (from scratch)",
+                f"saving              {g['saving_bits']:>14,.1f} bits  ({g['saving_percent']:.2f} %)",
+            ]
+        if self.seconds:
+            lines.append(f"time                {self.seconds:>14.2f} s     ({self.n_tokens / self.seconds / 1000:.2f} K tokens/s)")
+        return "\n".join(lines)
+
+
+def as_tokens(data: bytes | np.ndarray, vocab_size: int) -> np.ndarray:
+    """Bytes, or an integer array whose values are all below `vocab_size`, as int32 tokens."""
+    tokens = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data)
+    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+        raise ConfigError(f"tokens must be bytes or a 1-D integer array, got {tokens.dtype} of shape {tokens.shape}")
+    if len(tokens) and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise ConfigError(f"config field 'vocab_size' ({vocab_size}) must exceed every token; the data holds {int(tokens.max())}")
+    return tokens.astype(np.int32)
+
+
+def module_source(module: nn.Module | None) -> bytes:
+    """The source of a user's module: its whole file (helpers included) and the class's name,
+    counted in L(code) and hashed into the header, so that decoding needs the same module."""
+    if module is None:
+        return b""
+    try:
+        source = inspect.getsource(inspect.getmodule(type(module)))
+    except (OSError, TypeError):
+        raise ConfigError(f"cannot read the source of {type(module).__name__}: define it in a .py file") from None
+    return f"{source}\n# model: {type(module).__qualname__}\n".encode()
+
+
+def check_module(learner: Learner) -> bool:
+    """Check a user's module's output shape (ConfigError if wrong); return whether it is causal."""
+    c = learner.config
+    rng = np.random.default_rng(7)
+    window = rng.integers(0, c.vocab_size + 1, (c.streams, c.window), dtype=np.int32)
+    params = learner.init().params
+    try:
+        logits = np.asarray(learner.module.apply(params, window))
+    except Exception as err:  # a user's module may fail in any way; say so in one line
+        raise ConfigError(f"the module failed on a (streams, window) = {window.shape} int32 batch: {err}") from None
+    if logits.shape != (c.streams, c.window, c.vocab_size):
+        raise ConfigError(f"the module must return logits of shape {(c.streams, c.window, c.vocab_size)}, it returned {logits.shape}")
+    changed = window.copy()
+    changed[:, c.memory + 1 :] = rng.integers(0, c.vocab_size + 1, changed[:, c.memory + 1 :].shape)
+    moved = np.asarray(learner.module.apply(params, changed))
+    return bool(np.array_equal(logits[:, : c.memory + 1], moved[:, : c.memory + 1]))
+
+
+def container_bytes(config: Config, n_tokens: int) -> int:
+    """Header and block framing of a compressed file of this config and length (the coder's own
+    output is what the losses estimate)."""
+    numerics = Numerics("cpu", "cpu", 1, bytes(4))
+    dummy = container.Header(0, n_tokens, bytes(32), accounting.package_version(), bytes(4), bytes(4), numerics, bytes(8), config)
+    framing = 0
+    for plan in Layout(n_tokens, config.streams, config.segment).blocks(config):
+        # The word count's varint is sized for the most words a block can hold: an upper bound.
+        framing += len(container._Writer._varint_bytes(plan.max_words)) + 4 * plan.n_sync + 4 + (8 if plan.last else 0)
+    return len(container.encode_header(dummy)) + framing
+
+
+def _score(learner: Learner, tokens: np.ndarray, causal: bool, progress: Progress | None, carry: Carry | None):
+    layout = Layout(len(tokens), learner.config.streams, learner.config.segment)
+    if causal:
+        bits, carry = train_pass(learner, layout, tokens, progress, carry)
+    else:
+        result = replay(learner, layout, Scorer(layout.split(tokens)), progress, carry)
+        bits, carry = result.segment_bits, result.carry
+    per_segment = layout.valid().reshape(layout.streams, layout.segments, learner.config.segment).sum(axis=(0, 2))
+    return bits, per_segment, carry
+
+
+def measure(
+    data: bytes | np.ndarray,
+    config: Config,
+    *,
+    module: nn.Module | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    given: bytes | np.ndarray | None = None,
+    baselines: bool = True,
+    progress: Progress | None = None,
+) -> MeasureResult:
+    """The description length of training `config`'s model (or `module` with `optimizer`) online
+    on `data`; with `given`, after first training on that data (L(Y|X), with L(Y) alongside)."""
+    started = time.perf_counter()
+    config = config.validate()
+    tokens = as_tokens(data, config.vocab_size)
+    learner = learner_for(config, module, optimizer)
+    causal = check_module(learner) if module is not None else True
+    carry, given_info = None, None
+    if given is not None:
+        prior = as_tokens(given, config.vocab_size)
+        _, _, carry = _score(learner, prior, causal, None, None)
+    bits, per_segment, _ = _score(learner, tokens, causal, progress, carry)
+    if given is not None:
+        alone, _, _ = _score(learner, tokens, causal, None, None)
+        saving = float(alone.sum() - bits.sum())
+        given_info = {
+            "given_tokens": len(prior),
+            "conditional_bits": float(bits.sum()),
+            "alone_bits": float(alone.sum()),
+            "saving_bits": saving,
+            "saving_percent": 100 * saving / float(alone.sum()) if alone.sum() else 0.0,
+        }
+    return MeasureResult(
+        n_tokens=len(tokens),
+        vocab_size=config.vocab_size,
+        segment_bits=bits,
+        segment_tokens=per_segment,
+        code_bytes=accounting.model_code_bytes(module_source(module)),
+        container_bytes=container_bytes(config, len(tokens)),
+        scoring="teacher-forced" if causal else "step-wise",
+        seconds=time.perf_counter() - started,
+        config=config.to_dict(),
+        baselines=baseline_bits(tokens, config.vocab_size) if baselines else {},
+        given=given_info,
+    )
+
+
+def _adaptive_bits(tokens: np.ndarray, vocab_size: int, order: int) -> float:
+    """Code length of an adaptive Laplace count model of the given order: p = (c + 1) / (n + V)."""
+    if not len(tokens):
+        return 0.0
+    context = np.zeros(len(tokens), np.int64)
+    for k in range(1, order + 1):
+        context = context * (vocab_size + 1) + np.concatenate([np.full(k, vocab_size), tokens[:-k]])[: len(tokens)]
+    pair = context * vocab_size + tokens
+    return float(np.sum(np.log2(_seen_before(context) + vocab_size) - np.log2(_seen_before(pair) + 1)))
+
+
+def _seen_before(keys: np.ndarray) -> np.ndarray:
+    """For each position, how many earlier positions hold the same key."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    rank = np.arange(len(keys)) - np.repeat(starts, np.diff(np.concatenate([starts, [len(keys)]])))
+    out = np.empty(len(keys), np.int64)
+    out[order] = rank
+    return out
+
+
+def baseline_bits(tokens: np.ndarray, vocab_size: int) -> dict[str, float]:
+    """Reference code lengths of the same data: uniform, adaptive counts, and (bytes) compressors."""
+    out = {
+        "uniform": len(tokens) * math.log2(vocab_size),
+        "adaptive order-0": _adaptive_bits(tokens, vocab_size, 0),
+        "adaptive order-2": _adaptive_bits(tokens, vocab_size, 2),
+    }
+    if vocab_size == 256:
+        import zstandard
+
+        data = tokens.astype(np.uint8).tobytes()
+        out |= {
+            "gzip -9": 8.0 * len(gzip.compress(data, 9, mtime=0)),
+            "bzip2 -9": 8.0 * len(bz2.compress(data, 9)),
+            "xz -9e": 8.0 * len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)),
+            "zstd -19": 8.0 * len(zstandard.ZstdCompressor(level=19).compress(data)),
+        }
+    return out
+
+
+def crossings(a: MeasureResult, b: MeasureResult) -> list[int]:
+    """Tokens seen at which the cumulative description lengths (code included) of a and b cross,
+    on a's segment grid (b's curve interpolated there)."""
+    tokens, bits_a = a.curve()
+    b_tokens, bits_b = b.curve()
+    diff = (bits_a + 8 * a.code_bytes) - (np.interp(tokens, b_tokens, bits_b) + 8 * b.code_bytes)
+    flips = np.flatnonzero(np.sign(diff[1:]) * np.sign(diff[:-1]) < 0) + 1
+    return [int(tokens[i]) for i in flips]
