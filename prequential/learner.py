@@ -125,11 +125,15 @@ class Learner:
         return jax.nn.softmax(logits.astype(jnp.float32)), window
 
 
-@functools.lru_cache(maxsize=16)
 def learner_for(config: Config, module: nn.Module | None = None, optimizer: optax.GradientTransformation | None = None) -> Learner:
     """One compiled learner per (config, module, optimizer), shared by every run in a process."""
     if module is not None and config.count_channels:
         raise ConfigError("a user's module takes tokens only: set count_orders, count_words and match_model to 0")
+    return _cached_learner(config, module, optimizer)  # positional, so every call shares one cache key
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_learner(config: Config, module: nn.Module | None, optimizer: optax.GradientTransformation | None) -> Learner:
     return Learner.create(config, module, optimizer)
 
 

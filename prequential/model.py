@@ -75,12 +75,14 @@ class CountMixer(nn.Module):
     channels: int
     alpha: float
     initial_weight: float
+    max_count: int  # counts stay below this (counts.py halves them at a limit)
 
     @nn.compact
     def __call__(self, logits: jax.Array, hidden: jax.Array, counts: jax.Array) -> jax.Array:
-        c = counts.astype(jnp.float32)  # (..., K, V)
-        seen = jnp.sum(c, axis=-1, keepdims=True)
-        log_p = jnp.log(c + self.alpha) - jnp.log(seen + self.alpha * c.shape[-1])
+        # log(c + alpha) of integer counts from a table: a gather instead of K * V logs a step.
+        log_table = jnp.log(jnp.arange(self.max_count, dtype=jnp.float32) + self.alpha)
+        seen = jnp.sum(counts.astype(jnp.float32), axis=-1, keepdims=True)  # (..., K, 1)
+        log_p = log_table[counts.astype(jnp.int32)] - jnp.log(seen + self.alpha * counts.shape[-1])
         features = jnp.concatenate([hidden, jnp.log1p(seen[..., 0])], axis=-1)
         initial = nn.initializers.constant(self.initial_weight)
         weights = nn.Dense(self.channels, kernel_init=nn.initializers.zeros, bias_init=initial)(features)
@@ -98,7 +100,7 @@ class Transformer(nn.Module):
         self.ln_out = nn.LayerNorm()
         self.head = nn.Dense(c.vocab_size, kernel_init=nn.initializers.zeros)  # uniform at start
         if c.count_channels:
-            self.mixer = CountMixer(c.count_channels, c.count_alpha, c.count_weight)
+            self.mixer = CountMixer(c.count_channels, c.count_alpha, c.count_weight, c.count_limit + c.streams + 1)
 
     def _output(self, x: jax.Array, counts: jax.Array | None) -> jax.Array:
         hidden = self.ln_out(x)
