@@ -85,6 +85,7 @@ class Report:
     seconds: float
     config: dict[str, Any]
     baselines: dict[str, int] = dataclasses.field(default_factory=dict)
+    checkpoint_seconds: float = 0.0  # of `seconds`, spent writing checkpoints
 
     @property
     def file_bytes(self) -> int:

@@ -6,12 +6,16 @@ computation, which happens inside `encode` and `decode`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
+import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 import flax.linen as nn
@@ -19,12 +23,13 @@ import numpy as np
 import optax
 
 from prequential import accounting, container, numerics
+from prequential import checkpoint as checkpoints
 from prequential.coder import Decoder, Encoder
-from prequential.config import Config, preset
+from prequential.config import Config, preset, to_compact
 from prequential.errors import FormatError, NumericsError, PrequentialError, VersionError
 from prequential.learner import Learner, fingerprint, learner_for
 from prequential.measure import as_tokens, module_source
-from prequential.replay import Carry, Layout, Progress, replay, train_pass
+from prequential.replay import Carry, Layout, Progress, Snapshot, replay, train_pass
 
 DEFAULT_MAX_OUTPUT = 1 << 40  # 1 TiB: a header claiming more is refused before any work
 
@@ -68,6 +73,8 @@ def encode(
     module: nn.Module | None = None,
     optimizer: optax.GradientTransformation | None = None,
     given: bytes | None = None,
+    checkpoint: str | None = None,
+    checkpoint_interval: float = 60.0,
 ) -> accounting.Report:
     """Compress `data` to the stream `out`; return the itemized description length.
 
@@ -75,16 +82,48 @@ def encode(
     thread decodes anywhere and, for the models here, is also the fastest on a 2-core CPU).
     `module` and `optimizer` replace our model and optimizer (the decoder needs the same ones);
     with `given`, the model first trains on that data, and decoding needs it too.
+    With `checkpoint`, the run saves its progress there (at coder block ends, every
+    `checkpoint_interval` seconds at most) and resumes from it if it exists; the result is
+    byte-identical to an uninterrupted run. The checkpoint is removed on success.
     """
     model = Model(resolve_config(config), module, optimizer)
     started = time.perf_counter()
     here = numerics.activate("cpu", threads)
     layout = Layout(len(data), model.config.streams, model.config.segment)
-    tokens = np.frombuffer(data, np.uint8).astype(np.int32)
-    with tempfile.TemporaryFile() as payload:
-        coder = Encoder(layout.split(tokens), payload)
-        ideal_bits = replay(model.learner, layout, coder, progress, _prime(model, given)).ideal_bits if data else 0.0
-        stored = payload.tell() >= len(data) and len(data) > 0
+    grid = layout.split(np.frombuffer(data, np.uint8).astype(np.int32))
+    sha256 = hashlib.sha256(data).digest()
+    saver = None
+    if checkpoint is not None:
+        identity = {
+            "package": accounting.package_version(),
+            "code": accounting.code_digest(model.source).hex(),
+            "config": list(to_compact(model.config)),
+            "sha256": sha256.hex(),
+            "given": hashlib.sha256(given).hexdigest() if given is not None else None,
+            "threads": here.threads,
+        }
+        saver = checkpoints.Checkpointer(checkpoint, identity, checkpoint_interval)
+    with _payload_file(saver) as payload:
+        coder = Encoder(grid, payload)
+        resume = None
+        if saver is not None and saver.path.exists():
+            done, snapshot = checkpoints.load(saver.path, saver.identity, model.learner, grid)
+            if os.fstat(payload.fileno()).st_size < done["payload_bytes"]:
+                raise PrequentialError(f"the output saved beside checkpoint {checkpoint!r} is missing or short; remove the checkpoint")
+            payload.truncate(done["payload_bytes"])
+            payload.seek(done["payload_bytes"])
+            coder.bytes_written, coder.word_bytes = done["payload_bytes"], done["word_bytes"]
+            resume = (snapshot, grid)
+
+        def on_block(snapshot: Snapshot) -> None:
+            payload.flush()
+            os.fsync(payload.fileno())
+            saver.maybe_save(snapshot, {"payload_bytes": coder.bytes_written, "word_bytes": coder.word_bytes})
+
+        carry = _prime(model, given) if resume is None else None
+        hook = on_block if saver is not None else None
+        ideal_bits = replay(model.learner, layout, coder, progress, carry, on_block=hook, resume=resume).ideal_bits if data else 0.0
+        stored = coder.bytes_written >= len(data) and len(data) > 0
         flags = (
             (container.FLAG_STORED if stored else 0)
             | (container.FLAG_USER_MODEL if module is not None else 0)
@@ -94,7 +133,7 @@ def encode(
             container.Header(
                 flags=flags,
                 n_bytes=len(data),
-                sha256=hashlib.sha256(data).digest(),
+                sha256=sha256,
                 package_version=accounting.package_version(),
                 library_digest=accounting.library_digest(),
                 code_digest=accounting.code_digest(model.source),
@@ -111,6 +150,8 @@ def encode(
             payload.seek(0)
             shutil.copyfileobj(payload, out)
         payload_bytes = len(data) if stored else coder.bytes_written
+        if saver is not None:
+            saver.remove()
     return accounting.Report(
         original_bytes=len(data),
         header_bytes=len(header),
@@ -121,7 +162,25 @@ def encode(
         stored=stored,
         seconds=time.perf_counter() - started,
         config=model.config.to_dict(),
+        checkpoint_seconds=saver.seconds_spent if saver is not None else 0.0,
     )
+
+
+@contextlib.contextmanager
+def _payload_file(saver: checkpoints.Checkpointer | None) -> Iterator[BinaryIO]:
+    """Where the coded blocks go before the header is known: a temporary file, or, when
+    checkpointing, a file beside the checkpoint that survives an interruption."""
+    if saver is None:
+        with tempfile.TemporaryFile() as payload:
+            yield payload
+        return
+    path = Path(f"{saver.path}.payload")
+    try:
+        with open(path, "r+b" if path.exists() and saver.path.exists() else "w+b") as payload:
+            yield payload
+    finally:
+        if not saver.path.exists():  # finished, or stopped before any checkpoint: nothing to resume
+            path.unlink(missing_ok=True)
 
 
 def check_versions(header: container.Header, model: Model, given: bytes | None) -> None:

@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
             q.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
         q.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no report on stderr")
 
+    def checkpointing(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--checkpoint", metavar="PATH", help="save progress there (default: OUTPUT.ckpt for inputs over 4 MiB)")
+        q.add_argument("--checkpoint-interval", type=float, default=60.0, metavar="SECONDS", help="at most this often (default 60)")
+        q.add_argument("--resume", action="store_true", help="go on from the checkpoint of an interrupted run")
+
     def model(q: argparse.ArgumentParser) -> None:
         q.add_argument("--preset", help=f"named configuration: {', '.join(configs.PRESETS)} (default: default)")
         q.add_argument("--config", metavar="PATH", help="TOML or JSON file of config fields (may name a preset)")
@@ -60,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=1, help="CPU threads for XLA; a decoder needs at least as many cores (default: 1, decodes anywhere)"
     )
     c.add_argument("--verify", action="store_true", help="decode the result in a fresh process before keeping it")
+    checkpointing(c)
     c.add_argument("--json", metavar="PATH", help="write the description-length report as JSON")
 
     d = sub.add_parser("decompress", help="restore FILE.pq to FILE")
@@ -86,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, help="CPU threads for XLA (default: all; nothing needs decoding)")
     e.add_argument("--json", metavar="PATH", help="write the result as JSON (schema: docs/measure.md)")
     e.add_argument("--plot", metavar="PATH", help="write the learning curve (PNG, or SVG by suffix)")
+    checkpointing(e)
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     r = sub.add_parser("compare", help="measure several presets or configs on the same DATA")
@@ -213,7 +220,16 @@ def _compress(args: argparse.Namespace) -> None:
     bar = _ProgressBar(len(data), "compress", args.quiet)
     with _atomic_output(output, args.force) as out:
         try:
-            report = api.encode(data, out, config, threads=args.threads, progress=bar, given=_given(args))
+            report = api.encode(
+                data,
+                out,
+                config,
+                threads=args.threads,
+                progress=bar,
+                given=_given(args),
+                checkpoint=_checkpoint(args, output, len(data)),
+                checkpoint_interval=args.checkpoint_interval,
+            )
         finally:
             bar.close()
         if args.verify:
@@ -231,6 +247,20 @@ def _config(args: argparse.Namespace) -> configs.Config:
     if args.preset and args.config:
         raise UsageError("give --preset or --config, not both")
     return configs.load(args.config) if args.config else configs.preset(args.preset or "default")
+
+
+AUTO_CHECKPOINT_BYTES = 4 << 20
+
+
+def _checkpoint(args: argparse.Namespace, output: str, n_bytes: int) -> str | None:
+    """The checkpoint path, if any; an existing one is used only with --resume, and --resume needs one."""
+    path = args.checkpoint or (f"{output}.ckpt" if output != "-" and n_bytes >= AUTO_CHECKPOINT_BYTES else None)
+    exists = path is not None and os.path.exists(path)
+    if args.resume and not exists:
+        raise UsageError(f"nothing to resume: no checkpoint {path or '(give --checkpoint PATH)'}")
+    if exists and not args.resume:
+        raise UsageError(f"checkpoint {path!r} exists: add --resume to go on from it, or remove it to start over")
+    return path
 
 
 def _given(args: argparse.Namespace) -> bytes | None:
@@ -305,7 +335,14 @@ def _measure(args: argparse.Namespace) -> None:
         raise UsageError(f"{args.file!r} is empty: there is nothing to measure")
     bar = _ProgressBar(len(data), "measure", args.quiet)
     try:
-        result = measure(data, config, given=_given(args), progress=bar)
+        result = measure(
+            data,
+            config,
+            given=_given(args),
+            progress=bar,
+            checkpoint=_checkpoint(args, args.json or args.file, len(data)) if args.checkpoint or args.resume else None,
+            checkpoint_interval=args.checkpoint_interval,
+        )
     finally:
         bar.close()
     print(result.format())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import bz2
 import dataclasses
 import gzip
+import hashlib
 import inspect
 import lzma
 import math
@@ -26,8 +27,9 @@ import numpy as np
 import optax
 
 from prequential import accounting, container
+from prequential import checkpoint as checkpoints
 from prequential.coder import Scorer
-from prequential.config import Config
+from prequential.config import Config, to_compact
 from prequential.errors import ConfigError
 from prequential.learner import Learner, learner_for
 from prequential.numerics import Numerics
@@ -162,12 +164,22 @@ def container_bytes(config: Config, n_tokens: int) -> int:
     return len(container.encode_header(dummy)) + framing
 
 
-def _score(learner: Learner, tokens: np.ndarray, causal: bool, progress: Progress | None, carry: Carry | None):
+def _score(
+    learner: Learner,
+    tokens: np.ndarray,
+    causal: bool,
+    progress: Progress | None,
+    carry: Carry | None,
+    saver: checkpoints.Checkpointer | None = None,
+):
     layout = Layout(len(tokens), learner.config.streams, learner.config.segment)
+    grid = layout.split(tokens)
+    resume = checkpoints.load(saver.path, saver.identity, learner, grid)[1] if saver and saver.path.exists() else None
+    hook = (lambda snapshot: saver.maybe_save(snapshot, {})) if saver else None
     if causal:
-        bits, carry = train_pass(learner, layout, tokens, progress, carry)
+        bits, carry = train_pass(learner, layout, tokens, progress, carry, on_block=hook, resume=resume)
     else:
-        result = replay(learner, layout, Scorer(layout.split(tokens)), progress, carry)
+        result = replay(learner, layout, Scorer(grid), progress, carry, on_block=hook, resume=resume and (resume, grid))
         bits, carry = result.segment_bits, result.carry
     per_segment = layout.valid().reshape(layout.streams, layout.segments, learner.config.segment).sum(axis=(0, 2))
     return bits, per_segment, carry
@@ -182,20 +194,38 @@ def measure(
     given: bytes | np.ndarray | None = None,
     baselines: bool = True,
     progress: Progress | None = None,
+    checkpoint: str | None = None,
+    checkpoint_interval: float = 60.0,
 ) -> MeasureResult:
     """The description length of training `config`'s model (or `module` with `optimizer`) online
-    on `data`; with `given`, after first training on that data (L(Y|X), with L(Y) alongside)."""
+    on `data`; with `given`, after first training on that data (L(Y|X), with L(Y) alongside).
+    With `checkpoint`, the pass over `data` saves its progress there and resumes from it."""
     started = time.perf_counter()
     config = config.validate()
     tokens = as_tokens(data, config.vocab_size)
     learner = learner_for(config, module, optimizer)
     causal = check_module(learner) if module is not None else True
+    saver = None
+    if checkpoint is not None:
+        digest = hashlib.sha256
+        identity = {
+            "package": accounting.package_version(),
+            "code": accounting.code_digest(module_source(module)).hex(),
+            "config": list(to_compact(config)),
+            "sha256": digest(tokens.tobytes()).hexdigest(),
+            "given": None if given is None else digest(as_tokens(given, config.vocab_size).tobytes()).hexdigest(),
+            "scoring": causal,
+        }
+        saver = checkpoints.Checkpointer(checkpoint, identity, checkpoint_interval)
     carry, given_info = None, None
-    if given is not None:
+    if given is not None and not (saver and saver.path.exists()):  # a checkpoint already holds what X taught
         prior = as_tokens(given, config.vocab_size)
         _, _, carry = _score(learner, prior, causal, None, None)
-    bits, per_segment, _ = _score(learner, tokens, causal, progress, carry)
+    bits, per_segment, _ = _score(learner, tokens, causal, progress, carry, saver)
+    if saver is not None:
+        saver.remove()
     if given is not None:
+        prior = as_tokens(given, config.vocab_size)
         alone, _, _ = _score(learner, tokens, causal, None, None)
         saving = float(alone.sum() - bits.sum())
         given_info = {

@@ -86,6 +86,26 @@ class Carry:
 
 
 @dataclasses.dataclass
+class Snapshot:
+    """Where a pass stands at the end of a coder block: enough to go on from there."""
+
+    next_segment: int
+    carry: Carry
+    segment_bits: np.ndarray  # bits of the segments before next_segment
+
+    @property
+    def ideal_bits(self) -> float:
+        total = 0.0
+        for bits in self.segment_bits[: self.next_segment]:  # the order replay() adds them in
+            total += float(bits)
+        return total
+
+
+# Called at the end of every coder block (a checkpoint may be written there).
+OnBlock = Callable[[Snapshot], None]
+
+
+@dataclasses.dataclass
 class ReplayResult:
     tokens: np.ndarray  # (n,) int32
     ideal_bits: float  # sum of -log2 p of every coded token, as the coder was given p
@@ -107,6 +127,12 @@ class _History:
         self.tokens[:] = grid
         self.inputs[:, self.memory + 1 :] = np.where(valid, grid, self.inputs[:, self.memory + 1 :])
 
+    def fill_before(self, grid: np.ndarray, valid: np.ndarray, position: int) -> None:
+        """Set the tokens of all positions before `position` (resuming a pass)."""
+        self.tokens[:, :position] = grid[:, :position]
+        before = self.inputs[:, self.memory + 1 : self.memory + 1 + position]
+        before[:] = np.where(valid[:, :position], grid[:, :position], before)
+
     def put(self, rows: np.ndarray, position: int, tokens: np.ndarray) -> None:
         self.tokens[rows, position] = tokens
         self.inputs[rows, self.memory + position + 1] = tokens
@@ -116,14 +142,28 @@ class _History:
         return self.inputs[:, start : start + self.memory + length]
 
 
-def _start(learner: Learner, history: _History, carry: Carry | None) -> Carry:
-    """A fresh start from the seed, or the state and counts a previous pass left."""
+def new_counts(config: Config, grid: np.ndarray) -> ContextCounts | None:
+    return ContextCounts(config, grid) if config.count_channels else None
+
+
+# Resuming: the snapshot to go on from, and the (streams, positions) token grid of the data.
+Resume = tuple[Snapshot, np.ndarray]
+
+
+def _begin(learner: Learner, layout: Layout, history: _History, carry: Carry | None, resume: Resume | None) -> Snapshot:
+    """Where a pass starts: from the seed, from the state and counts a pass over other data left
+    (`carry`), or from a snapshot of this pass (`resume`), whose earlier tokens are filled in."""
+    if resume is not None:
+        snapshot, grid = resume
+        history.fill_before(grid, layout.valid(), snapshot.next_segment * learner.config.segment)
+        if snapshot.carry.counts is not None:
+            snapshot.carry.counts.grid = history.tokens
+        return Snapshot(snapshot.next_segment, snapshot.carry, snapshot.segment_bits.copy())
     if carry is None:
-        counts = ContextCounts(learner.config, history.tokens) if learner.config.count_channels else None
-        return Carry(learner.init(), counts)
-    if carry.counts is not None:
+        carry = Carry(learner.init(), new_counts(learner.config, history.tokens))
+    elif carry.counts is not None:
         carry.counts.continue_on(history.tokens)
-    return carry
+    return Snapshot(0, carry, np.zeros(layout.segments))
 
 
 def _segment_counts(config: Config, streams: int) -> np.ndarray:
@@ -131,19 +171,28 @@ def _segment_counts(config: Config, streams: int) -> np.ndarray:
     return np.zeros((streams, config.segment, config.count_channels, config.vocab_size), np.uint16)
 
 
-def replay(learner: Learner, layout: Layout, coder: Coder, progress: Progress | None = None, carry: Carry | None = None) -> ReplayResult:
-    """Score every position step by step, code it, train on each segment; optionally continue
-    from the `carry` of an earlier pass."""
+def replay(
+    learner: Learner,
+    layout: Layout,
+    coder: Coder,
+    progress: Progress | None = None,
+    carry: Carry | None = None,
+    *,
+    on_block: OnBlock | None = None,
+    resume: Resume | None = None,
+) -> ReplayResult:
+    """Score every position step by step, code it, train on each segment. `carry` continues from
+    a pass over other data; `on_block` sees a snapshot after every block; `resume` goes on from one."""
     config = learner.config
     T, M = config.segment, config.memory
     valid = layout.valid()
     history = _History(layout, M, config.vocab_size)
-    start = _start(learner, history, carry)
-    state, counts = start.state, start.counts
+    begin = _begin(learner, layout, history, carry, resume)
+    state, counts, segment_bits, ideal_bits = begin.carry.state, begin.carry.counts, begin.segment_bits, begin.ideal_bits
     segment_counts = step_counts = None
-    segment_bits = np.zeros(layout.segments)
-    ideal_bits = 0.0
     for block in layout.blocks(config):
+        if block.segments.stop <= begin.next_segment:
+            continue  # coded before the snapshot we resume from
         coder.begin_block(block.n_sync, block.last, block.max_words)
         for s in block.segments:
             cache = learner.prefill(state.params, history.window(s, T)[:, :M])
@@ -172,38 +221,53 @@ def replay(learner: Learner, layout: Layout, coder: Coder, progress: Progress | 
             if progress:
                 progress(int(valid[:, : (s + 1) * T].sum()), ideal_bits)
         coder.end_block(ideal_bits)
+        if on_block:
+            on_block(Snapshot(block.segments.stop, Carry(state, counts), segment_bits))
     return ReplayResult(layout.join(history.tokens), ideal_bits, segment_bits, Carry(state, counts))
 
 
 def train_pass(
-    learner: Learner, layout: Layout, tokens: np.ndarray, progress: Progress | None = None, carry: Carry | None = None
+    learner: Learner,
+    layout: Layout,
+    tokens: np.ndarray,
+    progress: Progress | None = None,
+    carry: Carry | None = None,
+    *,
+    on_block: OnBlock | None = None,
+    resume: Snapshot | None = None,
 ) -> tuple[np.ndarray, Carry]:
     """The online training alone, scored teacher-forced before each update: bits per segment.
 
     No coder and no step-wise scoring, so it is as fast as the training itself. It calls `train`
     exactly as `replay` does, so the state it hands on is the one `replay` would reach; its bits
     agree with `replay`'s up to float rounding (the same model, scored by a batched computation).
+    `on_block` and `resume` work as in `replay`, at the same block ends.
     """
     config = learner.config
     T = config.segment
     valid = layout.valid()
+    grid = layout.split(tokens)
     history = _History(layout, config.memory, config.vocab_size)
-    history.fill(layout.split(tokens), valid)
-    start = _start(learner, history, carry)
-    state, counts = start.state, start.counts
+    begin = _begin(learner, layout, history, carry, None if resume is None else (resume, grid))
+    history.fill(grid, valid)
+    state, counts, segment_bits = begin.carry.state, begin.carry.counts, begin.segment_bits
     segment_counts = None
-    segment_bits = np.zeros(layout.segments)
-    done_bits = 0.0
-    for s in range(layout.segments):
-        targets, mask = history.tokens[:, s * T : (s + 1) * T], valid[:, s * T : (s + 1) * T]
-        if counts is not None:  # the same lookups and updates, in the same order, as replay()
-            segment_counts = _segment_counts(config, layout.streams)
-            for i in range(min(T, layout.steps - s * T)):
-                segment_counts[:, i] = counts.lookup()
-                counts.update(mask[:, i], targets[mask[:, i], i])
-        state, bits = learner.train(state, history.window(s, T), targets, mask, segment_counts)
-        segment_bits[s] = float(np.asarray(bits, np.float64)[mask].sum())
-        done_bits += segment_bits[s]
-        if progress:
-            progress(int(valid[:, : (s + 1) * T].sum()), done_bits)
+    done_bits = begin.ideal_bits
+    for block in layout.blocks(config):
+        if block.segments.stop <= begin.next_segment:
+            continue
+        for s in block.segments:
+            targets, mask = history.tokens[:, s * T : (s + 1) * T], valid[:, s * T : (s + 1) * T]
+            if counts is not None:  # the same lookups and updates, in the same order, as replay()
+                segment_counts = _segment_counts(config, layout.streams)
+                for i in range(min(T, layout.steps - s * T)):
+                    segment_counts[:, i] = counts.lookup()
+                    counts.update(mask[:, i], targets[mask[:, i], i])
+            state, bits = learner.train(state, history.window(s, T), targets, mask, segment_counts)
+            segment_bits[s] = float(np.asarray(bits, np.float64)[mask].sum())
+            done_bits += segment_bits[s]
+            if progress:
+                progress(int(valid[:, : (s + 1) * T].sum()), done_bits)
+        if on_block:
+            on_block(Snapshot(block.segments.stop, Carry(state, counts), segment_bits))
     return segment_bits, Carry(state, counts)

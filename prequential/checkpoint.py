@@ -1,0 +1,91 @@
+"""Checkpoints of a long pass, taken at the end of coder blocks, so an interrupted run resumes.
+
+A checkpoint is a NumPy .npz archive of plain arrays (read back with allow_pickle=False): the
+learner's state leaves, the count tables, the bits per segment, and a JSON description of the run
+(the identity a resume must match, and where the output stood). It is written to a temporary
+file, fsynced, and renamed over the previous one, so a stop during a write leaves the previous
+checkpoint usable. At a block end the range coder has just been flushed, so no coder state is
+needed: the compressed output up to there is in a payload file beside the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prequential.errors import PrequentialError
+from prequential.learner import Learner
+from prequential.replay import Carry, Snapshot, new_counts
+
+_COUNT_ARRAYS = ("counts", "checks", "context", "word", "previous_word", "match_table", "match_at", "match_run")
+
+
+def save(path: str | Path, identity: dict[str, Any], progress: dict[str, Any], snapshot: Snapshot) -> None:
+    arrays: dict[str, np.ndarray] = {
+        "run": np.frombuffer(json.dumps({"identity": identity, "progress": progress}).encode(), np.uint8),
+        "next_segment": np.array(snapshot.next_segment),
+        "segment_bits": snapshot.segment_bits,
+    }
+    for i, leaf in enumerate(jax.tree_util.tree_leaves(snapshot.carry.state)):
+        arrays[f"state{i}"] = np.asarray(leaf)
+    counts = snapshot.carry.counts
+    if counts is not None:
+        arrays |= {f"counts.{name}": getattr(counts, name) for name in _COUNT_ARRAYS}
+        arrays["counts.time"] = np.array(counts.time)
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as out:
+        np.savez(out, **arrays)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def load(path: str | Path, identity: dict[str, Any], learner: Learner, grid: np.ndarray) -> tuple[dict[str, Any], Snapshot]:
+    """The progress record and snapshot of a checkpoint; refuses one made for another run."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            run = json.loads(z["run"].tobytes())
+            if run["identity"] != identity:
+                differ = sorted(k for k in identity if run["identity"].get(k) != identity[k])
+                raise PrequentialError(f"checkpoint {str(path)!r} is for another run ({', '.join(differ)} differ); remove it to start over")
+            treedef = jax.tree_util.tree_structure(learner.init())
+            state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(z[f"state{i}"]) for i in range(treedef.num_leaves)])
+            counts = new_counts(learner.config, grid)
+            if counts is not None:
+                for name in _COUNT_ARRAYS:
+                    getattr(counts, name)[...] = z[f"counts.{name}"]
+                counts.time = int(z["counts.time"])
+            snapshot = Snapshot(int(z["next_segment"]), Carry(state, counts), z["segment_bits"].copy())
+    except (OSError, KeyError, ValueError) as err:
+        raise PrequentialError(f"checkpoint {str(path)!r} is unreadable ({err}); remove it to start over") from None
+    return run["progress"], snapshot
+
+
+class Checkpointer:
+    """Saves a snapshot at a block end when `interval` seconds have passed since the last save."""
+
+    def __init__(self, path: str | Path, identity: dict[str, Any], interval: float) -> None:
+        self.path, self.identity, self.interval = Path(path), identity, interval
+        self.last = time.monotonic()
+        self.seconds_spent = 0.0
+        self.saves = 0
+
+    def maybe_save(self, snapshot: Snapshot, progress: dict[str, Any]) -> None:
+        if time.monotonic() - self.last < self.interval:
+            return
+        started = time.monotonic()
+        save(self.path, self.identity, progress, snapshot)
+        self.last = time.monotonic()
+        self.seconds_spent += self.last - started
+        self.saves += 1
+
+    def remove(self) -> None:
+        for path in (self.path, Path(f"{self.path}.tmp")):
+            path.unlink(missing_ok=True)

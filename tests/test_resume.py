@@ -1,0 +1,91 @@
+"""Interrupted runs resume from their checkpoint and give the same bytes (compress) or totals (measure)."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import SAMPLE, run_cli
+
+import prequential
+from prequential import api
+from prequential.config import preset
+from prequential.errors import PrequentialError
+
+BLOCKS = preset("tiny").replace(block_segments=4)  # a checkpoint can be taken every 4 segments
+DATA = SAMPLE[:3000]
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_after(tokens: int):
+    def progress(done: int, bits: float) -> None:
+        if done >= tokens:
+            raise Stop
+
+    return progress
+
+
+@pytest.mark.parametrize("stop_at", [200, 1500, 2900])
+def test_compress_resumes_to_the_same_bytes(tmp_path, stop_at):
+    whole = prequential.compress(DATA, BLOCKS)
+    ckpt = str(tmp_path / "run.ckpt")
+    with pytest.raises(Stop):
+        api.encode(DATA, io.BytesIO(), BLOCKS, checkpoint=ckpt, checkpoint_interval=0, progress=stop_after(stop_at))
+    assert os.path.exists(ckpt) and os.path.exists(ckpt + ".payload")
+    out = io.BytesIO()
+    api.encode(DATA, out, BLOCKS, checkpoint=ckpt, checkpoint_interval=0)
+    assert out.getvalue() == whole
+    assert not os.path.exists(ckpt) and not os.path.exists(ckpt + ".payload")  # cleaned up on success
+
+
+def test_checkpoint_of_another_input_is_refused(tmp_path):
+    ckpt = str(tmp_path / "run.ckpt")
+    with pytest.raises(Stop):
+        api.encode(DATA, io.BytesIO(), BLOCKS, checkpoint=ckpt, checkpoint_interval=0, progress=stop_after(1000))
+    with pytest.raises(PrequentialError, match=r"another run.*sha256"):
+        api.encode(DATA[::-1], io.BytesIO(), BLOCKS, checkpoint=ckpt, checkpoint_interval=0)
+
+
+def test_measure_resumes_to_the_same_totals(tmp_path):
+    whole = prequential.measure(DATA, BLOCKS, baselines=False)
+    ckpt = str(tmp_path / "m.ckpt")
+    with pytest.raises(Stop):
+        prequential.measure(DATA, BLOCKS, baselines=False, checkpoint=ckpt, checkpoint_interval=0, progress=stop_after(1600))
+    resumed = prequential.measure(DATA, BLOCKS, baselines=False, checkpoint=ckpt, checkpoint_interval=0)
+    assert np.array_equal(resumed.segment_bits, whole.segment_bits)
+    assert not os.path.exists(ckpt)
+
+
+def test_kill_9_then_resume_gives_the_same_file(tmp_path):
+    """A real stop at an arbitrary moment: SIGKILL the command once its first checkpoint exists."""
+    data = (SAMPLE * 3)[:30000]
+    (tmp_path / "in").write_bytes(data)
+    config = tmp_path / "c.toml"
+    config.write_text('preset = "tiny"\nblock_segments = 8\n')
+    args = ["compress", "-q", "-k", "--config", str(config), "--checkpoint", "ck", "--checkpoint-interval", "0"]
+    command = [sys.executable, "-m", "prequential", *args, "in", "-o", "killed.pq"]
+    proc = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "ck").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    if proc.poll() is not None:
+        pytest.skip("the run finished before it could be killed")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed.pq").exists()  # nothing half-written at the destination
+    assert "exists" in run_cli(*args, "in", "-o", "killed.pq", cwd=tmp_path).stderr.decode()  # resuming is explicit
+    resumed = run_cli(*args, "--resume", "in", "-o", "killed.pq", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    fresh = run_cli("compress", "-q", "-k", "--config", str(config), "in", "-o", "fresh.pq", cwd=tmp_path)
+    assert fresh.returncode == 0
+    assert (tmp_path / "killed.pq").read_bytes() == (tmp_path / "fresh.pq").read_bytes()
