@@ -31,7 +31,9 @@ from prequential.learner import Learner, fingerprint, learner_for
 from prequential.measure import as_tokens, module_source
 from prequential.replay import Carry, Layout, Progress, Snapshot, replay, train_pass
 
-DEFAULT_MAX_OUTPUT = 1 << 40  # 1 TiB: a header claiming more is refused before any work
+# A header declaring more output is refused before any work. The replay holds the whole token grid
+# in memory (about 10 bytes per input byte), so the default stays well inside a common machine.
+DEFAULT_MAX_OUTPUT = 1 << 30
 
 
 def resolve_config(config: Config | str) -> Config:
