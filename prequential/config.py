@@ -28,6 +28,7 @@ class Config:
     # Count mixing: adaptive counts of the bytes that followed each context of 1..count_orders
     # bytes (counts.py) are mixed into the model's logits with learned, per-position weights.
     count_orders: int = 6  # byte contexts of 1..count_orders bytes
+    count_sparse: int = 0  # 1: also the 2nd last byte, and the 2nd and 3rd last bytes
     count_words: int = 1  # 1: also the current word, and the previous word with it
     match_model: int = 1  # 1: also the byte after the last occurrence of the last 8 bytes
     count_rows_log2: int = 16
@@ -56,7 +57,7 @@ class Config:
     @property
     def count_channels(self) -> int:
         """Count distributions mixed into each prediction (0: no count models)."""
-        return self.count_orders + 2 * self.count_words + self.match_model
+        return self.count_orders + 2 * self.count_sparse + 2 * self.count_words + self.match_model
 
     @property
     def window(self) -> int:
@@ -81,7 +82,9 @@ class Config:
         if self.learning_rate <= 0:
             raise ConfigError(f"config field 'learning_rate' must be positive, got {self.learning_rate!r}")
         if self.count_channels and self.vocab_size > 256:
-            raise ConfigError("config fields 'count_orders', 'count_words', 'match_model' must be 0 when 'vocab_size' exceeds 256")
+            raise ConfigError(
+                "config fields 'count_orders', 'count_sparse', 'count_words', 'match_model' must be 0 when 'vocab_size' exceeds 256"
+            )
         if self.d_model % self.n_heads:
             raise ConfigError(f"config field 'd_model' ({self.d_model}) must be a multiple of 'n_heads' ({self.n_heads})")
         return self
@@ -101,6 +104,7 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "segment": (1, 4096),
     "memory": (1, 16384),
     "count_orders": (0, 7),
+    "count_sparse": (0, 1),
     "count_words": (0, 1),
     "match_model": (0, 1),
     "count_rows_log2": (4, 24),

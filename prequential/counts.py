@@ -41,7 +41,7 @@ class ContextCounts:
         streams = grid.shape[0]
         self.orders = np.arange(1, config.count_orders + 1, dtype=np.uint64)
         self.masks = (np.uint64(1) << (np.uint64(8) * self.orders)) - np.uint64(1)
-        self.hashed_channels = config.count_orders + 2 * config.count_words
+        self.hashed_channels = config.count_orders + 2 * config.count_sparse + 2 * config.count_words
         rows = 1 << config.count_rows_log2
         self.shift = np.uint64(64 - config.count_rows_log2)
         # np.zeros maps untouched pages lazily: small inputs only pay for the rows they use.
@@ -70,6 +70,10 @@ class ContextCounts:
     def _keys(self) -> np.ndarray:
         """(streams, hashed channels) keys; the channel index is added so equal keys differ."""
         keys = [self.context[:, None] & self.masks[None, :]]
+        if self.config.count_sparse:  # skip the last byte: the 2nd last; the 2nd and 3rd last
+            keys.append(
+                np.stack([(self.context >> np.uint64(8)) & np.uint64(0xFF), (self.context >> np.uint64(8)) & np.uint64(0xFFFF)], axis=1)
+            )
         if self.config.count_words:
             keys.append(np.stack([self.word, self.word * _WORD_HASH + self.previous_word], axis=1))
         return np.concatenate(keys, axis=1) + np.arange(1, self.hashed_channels + 1, dtype=np.uint64)
