@@ -1,6 +1,6 @@
 """Model size against description length (issue 3): the loss-area comparison and its crossings.
 
-Measures the small, default and large presets, and the same three transformers without count
+Measures the tiny, small, default and large presets, and the same transformers without count
 models, on one text; writes docs/model-size.md and docs/model-size.png (and -alone.png).
 
     python experiments/model_size.py [--file canterbury/alice29.txt] [--limit BYTES]
@@ -19,7 +19,7 @@ from prequential.config import preset
 from prequential.learner import learner_for
 from prequential.measure import crossings, measure
 
-SIZES = ("small", "default", "large")
+SIZES = ("tiny", "small", "default", "large")
 
 
 def parameters(config) -> int:

@@ -32,8 +32,8 @@ from prequential.measure import as_tokens, module_source
 from prequential.replay import Carry, Layout, Progress, Snapshot, replay, train_pass
 
 # A header declaring more output is refused before any work. The replay holds the whole token grid
-# in memory (about 10 bytes per input byte), so the default stays well inside a common machine.
-DEFAULT_MAX_OUTPUT = 1 << 30
+# in memory (up to about 20 bytes per input byte), so the default stays inside a common machine.
+DEFAULT_MAX_OUTPUT = 512 << 20
 
 
 def resolve_config(config: Config | str) -> Config:

@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_size,
         default=api.DEFAULT_MAX_OUTPUT,
         metavar="BYTES",
-        help="refuse files that declare more output (default: 1G, about 10 GB of memory; suffixes K M G T)",
+        help="refuse files that declare more output (default: 512M, about 10 GB of memory; suffixes K M G T)",
     )
 
     v = sub.add_parser("verify", help="decode FILE.pq and check its SHA-256, writing nothing")
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         print("prequential: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except MemoryError:
-        print("prequential: out of memory (the replay needs about 10 bytes per input byte)", file=sys.stderr)
+        print("prequential: out of memory (the replay needs up to about 20 bytes per input byte)", file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:
         return EXIT_ERROR

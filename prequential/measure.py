@@ -205,28 +205,26 @@ def measure(
     tokens = as_tokens(data, config.vocab_size)
     learner = learner_for(config, module, optimizer)
     causal = check_module(learner) if module is not None else True
+    prior = as_tokens(given, config.vocab_size) if given is not None else None
     saver = None
     if checkpoint is not None:
-        digest = hashlib.sha256
         identity = {
             "package": accounting.package_version(),
             "code": accounting.code_digest(module_source(module)).hex(),
             "config": list(to_compact(config)),
-            "sha256": digest(tokens.tobytes()).hexdigest(),
-            "given": None if given is None else digest(as_tokens(given, config.vocab_size).tobytes()).hexdigest(),
+            "sha256": hashlib.sha256(tokens.tobytes()).hexdigest(),
+            "given": None if prior is None else hashlib.sha256(prior.tobytes()).hexdigest(),
             "scoring": causal,
         }
         saver = checkpoints.Checkpointer(checkpoint, identity, checkpoint_interval)
     carry, given_info = None, None
-    if given is not None and not (saver and saver.path.exists()):  # a checkpoint already holds what X taught
-        prior = as_tokens(given, config.vocab_size)
-        _, _, carry = _score(learner, prior, causal, None, None)
+    if prior is not None and not (saver and saver.path.exists()):  # a checkpoint already holds what X taught
+        carry = _score(learner, prior, causal, None, None)[2]
     bits, per_segment, _ = _score(learner, tokens, causal, progress, carry, saver)
     if saver is not None:
         saver.remove()
-    if given is not None:
-        prior = as_tokens(given, config.vocab_size)
-        alone, _, _ = _score(learner, tokens, causal, None, None)
+    if prior is not None:
+        alone = _score(learner, tokens, causal, None, None)[0]
         saving = float(alone.sum() - bits.sum())
         given_info = {
             "given_tokens": len(prior),

@@ -122,13 +122,8 @@ class _History:
         # inputs[:, memory + t] is the input at position t: the token at t-1, or the start symbol.
         self.inputs = np.full((layout.streams, memory + self.tokens.shape[1] + 1), start_symbol, np.int32)
 
-    def fill(self, grid: np.ndarray, valid: np.ndarray) -> None:
-        """Set every token at once (when they are all known)."""
-        self.tokens[:] = grid
-        self.inputs[:, self.memory + 1 :] = np.where(valid, grid, self.inputs[:, self.memory + 1 :])
-
     def fill_before(self, grid: np.ndarray, valid: np.ndarray, position: int) -> None:
-        """Set the tokens of all positions before `position` (resuming a pass)."""
+        """Set the tokens of all positions before `position` (all of them, when all are known)."""
         self.tokens[:, :position] = grid[:, :position]
         before = self.inputs[:, self.memory + 1 : self.memory + 1 + position]
         before[:] = np.where(valid[:, :position], grid[:, :position], before)
@@ -249,7 +244,7 @@ def train_pass(
     grid = layout.split(tokens)
     history = _History(layout, config.memory, config.vocab_size)
     begin = _begin(learner, layout, history, carry, None if resume is None else (resume, grid))
-    history.fill(grid, valid)
+    history.fill_before(grid, valid, grid.shape[1])
     state, counts, segment_bits = begin.carry.state, begin.carry.counts, begin.segment_bits
     segment_counts = None
     done_bits = begin.ideal_bits
