@@ -40,6 +40,15 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def pinned_versions() -> list[str]:
+    """The exact library versions this release of prequential requires (its files need them)."""
+    try:
+        requirements = importlib.metadata.requires("prequential") or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    return [r for r in requirements if "==" in r and ";" not in r]  # ";" marks the optional extras
+
+
 def library_digest() -> bytes:
     text = ";".join(f"{k}={v}" for k, v in library_versions().items())
     return hashlib.blake2b(text.encode(), digest_size=4).digest()

@@ -194,11 +194,9 @@ def check_versions(header: container.Header, model: Model, given: bytes | None) 
             f"decode it with 'pip install prequential=={header.package_version}'"
         )
     if header.library_digest != accounting.library_digest():
-        libs = ", ".join(f"{k} {v}" for k, v in accounting.library_versions().items())
-        raise VersionError(
-            f"file made with other numeric libraries than the installed ones ({libs}); "
-            f"reinstall the exact versions pinned by prequential {ours}"
-        )
+        installed = ", ".join(f"{k} {v}" for k, v in accounting.library_versions().items())
+        pins = " ".join(accounting.pinned_versions()) or f"the versions pinned by prequential {ours}"
+        raise VersionError(f"file made with other numeric libraries than the installed ones ({installed}); install {pins}")
     if header.user_model and model.module is None:
         raise VersionError("file made with a user's model: decode it with the same module and optimizer (module=, optimizer=)")
     if header.code_digest != accounting.code_digest(model.source):
