@@ -94,6 +94,7 @@ def encode(
     layout = Layout(len(data), model.config.streams, model.config.segment)
     grid = layout.split(np.frombuffer(data, np.uint8).astype(np.int32))
     sha256 = hashlib.sha256(data).digest()
+    given_sha256 = hashlib.sha256(given).digest() if given is not None else None
     saver = None
     if checkpoint is not None:
         identity = {
@@ -101,7 +102,7 @@ def encode(
             "code": accounting.code_digest(model.source).hex(),
             "config": list(to_compact(model.config)),
             "sha256": sha256.hex(),
-            "given": hashlib.sha256(given).hexdigest() if given is not None else None,
+            "given": given_sha256.hex() if given_sha256 is not None else None,
             "threads": here.threads,
         }
         saver = checkpoints.Checkpointer(checkpoint, identity, checkpoint_interval)
@@ -142,7 +143,7 @@ def encode(
                 numerics=here,
                 fingerprint=fingerprint(model.learner) if data else bytes(8),
                 config=model.config,
-                given_sha256=hashlib.sha256(given).digest() if given is not None else None,
+                given_sha256=given_sha256,
             )
         )
         out.write(header)

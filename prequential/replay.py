@@ -41,10 +41,17 @@ class Layout:
     def segments(self) -> int:
         return -(-self.steps // self.segment)
 
+    def lengths(self) -> np.ndarray:
+        """(B,) tokens in each stream."""
+        return np.clip(self.n_tokens - np.arange(self.streams) * self.steps, 0, self.steps)
+
     def valid(self) -> np.ndarray:
         """(B, segments*T) mask of the positions that hold a token."""
-        lengths = np.clip(self.n_tokens - np.arange(self.streams) * self.steps, 0, self.steps)
-        return np.arange(self.segments * self.segment)[None, :] < lengths[:, None]
+        return np.arange(self.segments * self.segment)[None, :] < self.lengths()[:, None]
+
+    def tokens_before(self, position: int) -> int:
+        """Tokens at positions before `position`, over all streams."""
+        return int(np.minimum(self.lengths(), position).sum())
 
     def split(self, tokens: np.ndarray) -> np.ndarray:
         """(n,) tokens -> (B, segments*T) int32, zero where there is no token."""
@@ -214,7 +221,7 @@ def replay(
             if layout.is_sync_point(s, config.sync_segments):
                 coder.sync(params_digest(state.params), s)
             if progress:
-                progress(int(valid[:, : (s + 1) * T].sum()), ideal_bits)
+                progress(layout.tokens_before((s + 1) * T), ideal_bits)
         coder.end_block(ideal_bits)
         if on_block:
             on_block(Snapshot(block.segments.stop, Carry(state, counts), segment_bits))
@@ -262,7 +269,7 @@ def train_pass(
             segment_bits[s] = float(np.asarray(bits, np.float64)[mask].sum())
             done_bits += segment_bits[s]
             if progress:
-                progress(int(valid[:, : (s + 1) * T].sum()), done_bits)
+                progress(layout.tokens_before((s + 1) * T), done_bits)
         if on_block:
             on_block(Snapshot(block.segments.stop, Carry(state, counts), segment_bits))
     return segment_bits, Carry(state, counts)

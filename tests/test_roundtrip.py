@@ -64,3 +64,14 @@ def test_layout_with_empty_streams():
 def test_same_input_same_file():
     data = b"the same seed and data give the same file " * 5
     assert prequential.compress(data, TINY) == prequential.compress(data, TINY)
+
+
+@pytest.mark.parametrize(("n", "streams", "segment"), [(0, 4, 8), (1, 7, 8), (100, 4, 8), (1000, 3, 5)])
+def test_layout_counts_tokens_before_each_position(n, streams, segment):
+    from prequential.replay import Layout
+
+    layout = Layout(n, streams, segment)
+    valid = layout.valid()
+    for position in range(0, valid.shape[1] + 1, 3):
+        assert layout.tokens_before(position) == valid[:, :position].sum()
+    assert layout.tokens_before(valid.shape[1]) == n == layout.lengths().sum()
