@@ -30,10 +30,11 @@ from prequential.errors import FormatError, NumericsError, PrequentialError, Ver
 from prequential.learner import Learner, fingerprint, learner_for
 from prequential.measure import as_tokens, module_source
 from prequential.replay import Carry, Layout, Progress, Snapshot, replay, train_pass
+from prequential.store import ArrayStore, FileStore, TokenStore
 
-# A header declaring more output is refused before any work. The replay holds the whole token grid
-# in memory (up to about 20 bytes per input byte), so the default stays inside a common machine.
-DEFAULT_MAX_OUTPUT = 512 << 20
+# A header declaring more output is refused before any work. Memory does not grow with the output
+# (it is written to a temporary file), so the limit guards the disk and the time a decoder spends.
+DEFAULT_MAX_OUTPUT = 16 * 10**9
 
 
 def resolve_config(config: Config | str) -> Config:
@@ -62,11 +63,36 @@ def _prime(model: Model, given: bytes | None) -> Carry | None:
     if given is None:
         return None
     tokens = as_tokens(given, model.config.vocab_size)
-    return train_pass(model.learner, Layout(len(tokens), model.config.streams, model.config.segment), tokens)[1]
+    layout = Layout(len(tokens), model.config.streams, model.config.segment)
+    return train_pass(model.learner, layout, ArrayStore(tokens))[1]
+
+
+Input = bytes | BinaryIO
+
+
+def _open_input(data: Input) -> tuple[TokenStore, int, bytes]:
+    """A token store over the input, its length and its SHA-256. A file is read in chunks and
+    then by offset as the replay goes, never into memory as a whole."""
+    if isinstance(data, bytes):
+        return ArrayStore(np.frombuffer(data, np.uint8)), len(data), hashlib.sha256(data).digest()
+    start = data.tell()
+    sha256 = hashlib.file_digest(data, "sha256").digest()
+    n_bytes = data.tell() - start
+    return FileStore(data.fileno(), start), n_bytes, sha256
+
+
+def _copy(source: BinaryIO, out: BinaryIO, n_bytes: int) -> None:
+    """Copy exactly n_bytes, in chunks; FormatError if the source ends first."""
+    while n_bytes:
+        chunk = source.read(min(n_bytes, 1 << 20))
+        if not chunk:
+            raise FormatError("file is truncated (while reading the stored data)")
+        out.write(chunk)
+        n_bytes -= len(chunk)
 
 
 def encode(
-    data: bytes,
+    data: Input,
     out: BinaryIO,
     config: Config | str = "default",
     *,
@@ -78,7 +104,8 @@ def encode(
     checkpoint: str | None = None,
     checkpoint_interval: float = 60.0,
 ) -> accounting.Report:
-    """Compress `data` to the stream `out`; return the itemized description length.
+    """Compress `data` (bytes, or a binary file read from its position to its end) to the stream
+    `out`; return the itemized description length. A file is streamed: memory stays bounded.
 
     `threads` is the number of CPU cores XLA may use; a decoder needs at least as many (one
     thread decodes anywhere and, for the models here, is also the fastest on a 2-core CPU).
@@ -91,9 +118,8 @@ def encode(
     model = Model(resolve_config(config), module, optimizer)
     started = time.perf_counter()
     here = numerics.activate("cpu", threads)
-    layout = Layout(len(data), model.config.streams, model.config.segment)
-    grid = layout.split(np.frombuffer(data, np.uint8).astype(np.int32))
-    sha256 = hashlib.sha256(data).digest()
+    tokens, n_bytes, sha256 = _open_input(data)
+    layout = Layout(n_bytes, model.config.streams, model.config.segment)
     given_sha256 = hashlib.sha256(given).digest() if given is not None else None
     saver = None
     if checkpoint is not None:
@@ -107,16 +133,15 @@ def encode(
         }
         saver = checkpoints.Checkpointer(checkpoint, identity, checkpoint_interval)
     with _payload_file(saver) as payload:
-        coder = Encoder(grid, payload)
+        coder = Encoder(payload)
         resume = None
         if saver is not None and saver.path.exists():
-            done, snapshot = checkpoints.load(saver.path, saver.identity, model.learner, grid)
+            done, resume = checkpoints.load(saver.path, saver.identity, model.learner)
             if os.fstat(payload.fileno()).st_size < done["payload_bytes"]:
                 raise PrequentialError(f"the output saved beside checkpoint {checkpoint!r} is missing or short; remove the checkpoint")
             payload.truncate(done["payload_bytes"])
             payload.seek(done["payload_bytes"])
             coder.bytes_written, coder.word_bytes = done["payload_bytes"], done["word_bytes"]
-            resume = (snapshot, grid)
 
         def on_block(snapshot: Snapshot) -> None:
             payload.flush()
@@ -125,8 +150,10 @@ def encode(
 
         carry = _prime(model, given) if resume is None else None
         hook = on_block if saver is not None else None
-        ideal_bits = replay(model.learner, layout, coder, progress, carry, on_block=hook, resume=resume).ideal_bits if data else 0.0
-        stored = coder.bytes_written >= len(data) and len(data) > 0
+        ideal_bits = 0.0
+        if n_bytes:
+            ideal_bits = replay(model.learner, layout, coder, tokens, progress, carry, on_block=hook, resume=resume).ideal_bits
+        stored = coder.bytes_written >= n_bytes > 0
         flags = (
             (container.FLAG_STORED if stored else 0)
             | (container.FLAG_USER_MODEL if module is not None else 0)
@@ -135,28 +162,30 @@ def encode(
         header = container.encode_header(
             container.Header(
                 flags=flags,
-                n_bytes=len(data),
+                n_bytes=n_bytes,
                 sha256=sha256,
                 package_version=accounting.package_version(),
                 library_digest=accounting.library_digest(),
                 code_digest=accounting.code_digest(model.source),
                 numerics=here,
-                fingerprint=fingerprint(model.learner) if data else bytes(8),
+                fingerprint=fingerprint(model.learner) if n_bytes else bytes(8),
                 config=model.config,
                 given_sha256=given_sha256,
             )
         )
         out.write(header)
         if stored:
-            out.write(data)
+            if isinstance(tokens, FileStore):
+                data.seek(tokens.offset)
+            _copy(io.BytesIO(data) if isinstance(data, bytes) else data, out, n_bytes)
         else:
             payload.seek(0)
             shutil.copyfileobj(payload, out)
-        payload_bytes = len(data) if stored else coder.bytes_written
+        payload_bytes = n_bytes if stored else coder.bytes_written
         if saver is not None:
             saver.remove()
     return accounting.Report(
-        original_bytes=len(data),
+        original_bytes=n_bytes,
         header_bytes=len(header),
         payload_bytes=payload_bytes,
         coded_bytes=coder.word_bytes,
@@ -248,8 +277,11 @@ def decode(
     module: nn.Module | None = None,
     optimizer: optax.GradientTransformation | None = None,
     given: bytes | None = None,
+    scratch: str | None = None,
 ) -> container.Header:
-    """Decompress the stream `source` into `out`, which receives data only after its SHA-256 matched."""
+    """Decompress the stream `source` into `out`, which receives data only after its SHA-256
+    matched. The data is decoded into a temporary file first (in `scratch`, or the system's
+    temporary directory), so memory stays bounded whatever the output size."""
     header = container.read_header(source)
     model = Model(header.config, module, optimizer)
     check_versions(header, model, given)
@@ -257,22 +289,20 @@ def decode(
         raise PrequentialError(
             f"file declares {header.n_bytes:,} bytes of output, more than the limit of {max_output:,} (--max-output-size)"
         )
-    if header.stored:
-        data = source.read(header.n_bytes)
-        if len(data) != header.n_bytes:
-            raise FormatError("file is truncated (while reading the stored data)")
-    elif header.n_bytes == 0:
-        data = b""
-    else:
-        here = prepare_numerics(header)
-        _check_fingerprint(header, here, model.learner)
-        layout = Layout(header.n_bytes, header.config.streams, header.config.segment)
-        tokens = replay(model.learner, layout, Decoder(source), progress, _prime(model, given)).tokens
-        data = tokens.astype(np.uint8).tobytes()
-    container.expect_end(source)
-    if hashlib.sha256(data).digest() != header.sha256:
-        raise FormatError("decoded data fails its SHA-256 check: the file is corrupt")
-    out.write(data)
+    with tempfile.TemporaryFile(dir=scratch) as decoded:
+        if header.stored:
+            _copy(source, decoded, header.n_bytes)
+        elif header.n_bytes:
+            here = prepare_numerics(header)
+            _check_fingerprint(header, here, model.learner)
+            layout = Layout(header.n_bytes, header.config.streams, header.config.segment)
+            replay(model.learner, layout, Decoder(source), FileStore(decoded.fileno()), progress, _prime(model, given))
+        container.expect_end(source)
+        decoded.seek(0)
+        if hashlib.file_digest(decoded, "sha256").digest() != header.sha256:
+            raise FormatError("decoded data fails its SHA-256 check: the file is corrupt")
+        decoded.seek(0)
+        shutil.copyfileobj(decoded, out)
     return header
 
 
@@ -298,8 +328,7 @@ def inspect(source: BinaryIO) -> tuple[container.Header, accounting.Report]:
     header_bytes = source.tell() - start
     coded_bytes, ideal_bits = 0, 0.0
     if header.stored:
-        if len(source.read(header.n_bytes)) != header.n_bytes:
-            raise FormatError("file is truncated (while reading the stored data)")
+        _skip(source, header.n_bytes)
     else:
         for plan in Layout(header.n_bytes, header.config.streams, header.config.segment).blocks(header.config):
             block = container.read_block(source, plan.n_sync, plan.last, plan.max_words)
@@ -319,3 +348,11 @@ def inspect(source: BinaryIO) -> tuple[container.Header, accounting.Report]:
         config=header.config.to_dict(),
     )
     return header, report
+
+
+def _skip(source: BinaryIO, n_bytes: int) -> None:
+    """Move past n_bytes of stored data; FormatError if the source ends first."""
+    here = source.tell()
+    if source.seek(0, os.SEEK_END) - here < n_bytes:
+        raise FormatError("file is truncated (while reading the stored data)")
+    source.seek(here + n_bytes)

@@ -1,7 +1,7 @@
 """Checkpoints of a long pass, taken at the end of coder blocks, so an interrupted run resumes.
 
 A checkpoint is a NumPy .npz archive of plain arrays (read back with allow_pickle=False): the
-learner's state leaves, the count tables, the bits per segment, and a JSON description of the run
+learner's state leaves, the count tables, the bits so far (per segment for a measurement), and a JSON description of the run
 (the identity a resume must match, and where the output stood). It is written to a temporary
 file, fsynced, and renamed over the previous one, so a stop during a write leaves the previous
 checkpoint usable. At a block end the range coder has just been flushed, so no coder state is
@@ -24,15 +24,17 @@ from prequential.errors import PrequentialError
 from prequential.learner import Learner
 from prequential.replay import Carry, Snapshot, new_counts
 
-_COUNT_ARRAYS = ("counts", "checks", "context", "word", "previous_word", "match_table", "match_at", "match_run")
+_COUNT_ARRAYS = ("counts", "checks", "context", "word", "previous_word", "recent", "match_table", "match_at", "match_run")
 
 
 def save(path: str | Path, identity: dict[str, Any], progress: dict[str, Any], snapshot: Snapshot) -> None:
     arrays: dict[str, np.ndarray] = {
         "run": np.frombuffer(json.dumps({"identity": identity, "progress": progress}).encode(), np.uint8),
         "next_segment": np.array(snapshot.next_segment),
-        "segment_bits": snapshot.segment_bits,
+        "ideal_bits": np.array(snapshot.ideal_bits, np.float64),
     }
+    if snapshot.segment_bits is not None:
+        arrays["segment_bits"] = snapshot.segment_bits
     for i, leaf in enumerate(jax.tree_util.tree_leaves(snapshot.carry.state)):
         arrays[f"state{i}"] = np.asarray(leaf)
     counts = snapshot.carry.counts
@@ -47,7 +49,7 @@ def save(path: str | Path, identity: dict[str, Any], progress: dict[str, Any], s
     os.replace(tmp, path)
 
 
-def load(path: str | Path, identity: dict[str, Any], learner: Learner, grid: np.ndarray) -> tuple[dict[str, Any], Snapshot]:
+def load(path: str | Path, identity: dict[str, Any], learner: Learner) -> tuple[dict[str, Any], Snapshot]:
     """The progress record and snapshot of a checkpoint; refuses one made for another run."""
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -57,12 +59,13 @@ def load(path: str | Path, identity: dict[str, Any], learner: Learner, grid: np.
                 raise PrequentialError(f"checkpoint {str(path)!r} is for another run ({', '.join(differ)} differ); remove it to start over")
             treedef = jax.tree_util.tree_structure(learner.init())
             state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(z[f"state{i}"]) for i in range(treedef.num_leaves)])
-            counts = new_counts(learner.config, grid)
+            counts = new_counts(learner.config, learner.config.streams)
             if counts is not None:
                 for name in _COUNT_ARRAYS:
                     getattr(counts, name)[...] = z[f"counts.{name}"]
                 counts.time = int(z["counts.time"])
-            snapshot = Snapshot(int(z["next_segment"]), Carry(state, counts), z["segment_bits"].copy())
+            segment_bits = z["segment_bits"].copy() if "segment_bits" in z else None
+            snapshot = Snapshot(int(z["next_segment"]), Carry(state, counts), float(z["ideal_bits"]), segment_bits)
     except (OSError, KeyError, ValueError) as err:
         raise PrequentialError(f"checkpoint {str(path)!r} is unreadable ({err}); remove it to start over") from None
     return run["progress"], snapshot

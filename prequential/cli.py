@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
+import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -75,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_size,
         default=api.DEFAULT_MAX_OUTPUT,
         metavar="BYTES",
-        help="refuse files that declare more output (default: 512M, about 10 GB of memory; suffixes K M G T)",
+        help="refuse files that declare more output (default: 16G; suffixes K M G T)",
     )
 
     v = sub.add_parser("verify", help="decode FILE.pq and check its SHA-256, writing nothing")
@@ -127,6 +128,27 @@ def _read_input(name: str) -> bytes:
         return Path(name).read_bytes()
     except OSError as err:
         raise PrequentialError(f"cannot read {name!r}: {err.strerror}") from None
+
+
+@contextlib.contextmanager
+def _input_file(name: str) -> Iterator[BinaryIO]:
+    """The input as a seekable file, to be streamed: a regular file opened for reading, or standard
+    input (or a pipe) spooled to a temporary file, since coding needs the length before it starts."""
+    try:
+        opened = sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115 (closed below)
+    except OSError as err:
+        raise PrequentialError(f"cannot read {name!r}: {err.strerror}") from None
+    try:
+        if name != "-" and stat.S_ISREG(os.fstat(opened.fileno()).st_mode):
+            yield opened
+            return
+        with tempfile.TemporaryFile() as spool:
+            shutil.copyfileobj(opened, spool, 1 << 20)
+            spool.seek(0)
+            yield spool
+    finally:
+        if name != "-":
+            opened.close()
 
 
 @contextlib.contextmanager
@@ -211,31 +233,38 @@ def _finish(args: argparse.Namespace, output: str) -> None:
         os.unlink(args.file)
 
 
+# Above this size the report leaves out the classical compressors (they would take minutes).
+BASELINE_LIMIT = 64 << 20
+
+
 def _compress(args: argparse.Namespace) -> None:
     config = _config(args)
     output = _output_name(args, compressing=True)
     if output == "-" and sys.stdout.isatty():
         raise UsageError("refusing to write compressed data to a terminal; use -o or redirect standard output")
-    data = _read_input(args.file)
-    bar = _ProgressBar(len(data), "compress", args.quiet)
-    with _atomic_output(output, args.force) as out:
-        try:
-            report = api.encode(
-                data,
-                out,
-                config,
-                threads=args.threads,
-                progress=bar,
-                given=_given(args),
-                checkpoint=_checkpoint(args, output, len(data)),
-                checkpoint_interval=args.checkpoint_interval,
-            )
-        finally:
-            bar.close()
-        if args.verify:
-            out.flush()
-            _verify_in_fresh_process(out.name, args.given)
-    report.baselines = accounting.baselines(data)
+    with _input_file(args.file) as source:
+        n_bytes = os.fstat(source.fileno()).st_size
+        bar = _ProgressBar(n_bytes, "compress", args.quiet)
+        with _atomic_output(output, args.force) as out:
+            try:
+                report = api.encode(
+                    source,
+                    out,
+                    config,
+                    threads=args.threads,
+                    progress=bar,
+                    given=_given(args),
+                    checkpoint=_checkpoint(args, output, n_bytes),
+                    checkpoint_interval=args.checkpoint_interval,
+                )
+            finally:
+                bar.close()
+            if args.verify:
+                out.flush()
+                _verify_in_fresh_process(out.name, args.given)
+        if (args.json or not args.quiet) and n_bytes <= BASELINE_LIMIT:
+            source.seek(0)
+            report.baselines = accounting.baselines(source)
     if not args.quiet:
         print(report.format(), file=sys.stderr)
     if args.json:
@@ -276,21 +305,21 @@ def _verify_in_fresh_process(path: str, given: str | None) -> None:
         raise PrequentialError(f"verification failed, nothing written: {message}")
 
 
-def _decode_to(args: argparse.Namespace, out: BinaryIO, max_output: int = api.DEFAULT_MAX_OUTPUT) -> None:
-    source: BinaryIO = io.BytesIO(_read_input(args.file))
-    header, _ = api.inspect(source)  # a corrupt file is refused before any model runs
-    source.seek(0)
-    bar = _ProgressBar(header.n_bytes, "decompress", args.quiet)
-    try:
-        api.decode(source, out, progress=bar, max_output=max_output, given=_given(args))
-    finally:
-        bar.close()
+def _decode_to(args: argparse.Namespace, out: BinaryIO, max_output: int = api.DEFAULT_MAX_OUTPUT, scratch: str | None = None) -> None:
+    with _input_file(args.file) as source:
+        header, _ = api.inspect(source)  # a corrupt file is refused before any model runs
+        source.seek(0)
+        bar = _ProgressBar(header.n_bytes, "decompress", args.quiet)
+        try:
+            api.decode(source, out, progress=bar, max_output=max_output, given=_given(args), scratch=scratch)
+        finally:
+            bar.close()
 
 
 def _decompress(args: argparse.Namespace) -> None:
     output = _output_name(args, compressing=False)
     with _atomic_output(output, args.force) as out:
-        _decode_to(args, out, args.max_output_size)
+        _decode_to(args, out, args.max_output_size, scratch=os.path.dirname(out.name))
     _finish(args, output)
 
 
@@ -302,7 +331,8 @@ def _verify(args: argparse.Namespace) -> None:
 
 
 def _info(args: argparse.Namespace) -> None:
-    header, report = api.inspect(io.BytesIO(_read_input(args.file)))
+    with _input_file(args.file) as source:
+        header, report = api.inspect(source)
     n = header.numerics
     fields = {
         "file": args.file,
@@ -427,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         print("prequential: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except MemoryError:
-        print("prequential: out of memory (the replay needs up to about 20 bytes per input byte)", file=sys.stderr)
+        print("prequential: out of memory (the default preset needs about 1 GB, whatever the input size)", file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:
         return EXIT_ERROR

@@ -7,7 +7,6 @@ else (the model, the training, the order of calls) is the replay engine's and is
 
 from __future__ import annotations
 
-import io
 from typing import BinaryIO, Protocol
 
 import constriction
@@ -21,17 +20,20 @@ _FAMILY = constriction.stream.model.Categorical(perfect=False)
 
 
 class Coder(Protocol):
+    decodes: bool  # whether `code` returns decoded tokens (else it codes the known ones it is given)
+
     def begin_block(self, n_sync: int, last: bool, max_words: int) -> None: ...
-    def code(self, probs: np.ndarray, position: int, active: np.ndarray) -> np.ndarray: ...
+    def code(self, probs: np.ndarray, known: np.ndarray) -> np.ndarray: ...
     def sync(self, digest: bytes, segment: int) -> None: ...
     def end_block(self, ideal_bits: float) -> None: ...
 
 
 class Encoder:
-    """Codes the known tokens (streams, positions) and writes each finished block to `out`."""
+    """Codes the known tokens and writes each finished block to `out`."""
 
-    def __init__(self, tokens: np.ndarray, out: BinaryIO) -> None:
-        self.tokens = tokens
+    decodes = False
+
+    def __init__(self, out: BinaryIO) -> None:
         self.out = out
         self.bytes_written = 0
         self.word_bytes = 0  # range-coder output alone, without framing
@@ -41,10 +43,9 @@ class Encoder:
         self._digests: list[bytes] = []
         self._last = last
 
-    def code(self, probs: np.ndarray, position: int, active: np.ndarray) -> np.ndarray:
-        symbols = self.tokens[active, position]
-        self._coder.encode(symbols, _FAMILY, probs)
-        return symbols
+    def code(self, probs: np.ndarray, known: np.ndarray) -> np.ndarray:
+        self._coder.encode(known, _FAMILY, probs)
+        return known
 
     def sync(self, digest: bytes, segment: int) -> None:
         self._digests.append(digest)
@@ -57,14 +58,19 @@ class Encoder:
         self.bytes_written += len(block)
 
 
-class Scorer(Encoder):
-    """No coding at all: hands the known tokens to the replay, to score a model step by step."""
+class Scorer:
+    """No coding at all: hands the known tokens back, to score a model step by step."""
 
-    def __init__(self, tokens: np.ndarray) -> None:
-        super().__init__(tokens, io.BytesIO())
+    decodes = False
 
-    def code(self, probs: np.ndarray, position: int, active: np.ndarray) -> np.ndarray:
-        return self.tokens[active, position]
+    def begin_block(self, n_sync: int, last: bool, max_words: int) -> None:
+        pass
+
+    def code(self, probs: np.ndarray, known: np.ndarray) -> np.ndarray:
+        return known
+
+    def sync(self, digest: bytes, segment: int) -> None:
+        pass
 
     def end_block(self, ideal_bits: float) -> None:
         pass
@@ -72,6 +78,8 @@ class Scorer(Encoder):
 
 class Decoder:
     """Reads blocks from `source` and decodes tokens; checks each parameter digest as it comes."""
+
+    decodes = True
 
     def __init__(self, source: BinaryIO) -> None:
         self.source = source
@@ -84,7 +92,7 @@ class Decoder:
         if last:
             self.ideal_bits = block.ideal_bits
 
-    def code(self, probs: np.ndarray, position: int, active: np.ndarray) -> np.ndarray:
+    def code(self, probs: np.ndarray, known: np.ndarray) -> np.ndarray:
         return self._coder.decode(_FAMILY, probs)
 
     def sync(self, digest: bytes, segment: int) -> None:

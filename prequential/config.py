@@ -31,6 +31,7 @@ class Config:
     count_sparse: int = 0  # 1: also the 2nd last byte, and the 2nd and 3rd last bytes
     count_words: int = 1  # 1: also the current word, and the previous word with it
     match_model: int = 1  # 1: also the byte after the last occurrence of the last 8 bytes
+    match_window_log2: int = 22  # the match model reads back up to 2**this tokens of each stream
     count_rows_log2: int = 16
     count_limit: int = 255
     count_alpha: float = 0.05  # additive smoothing of each count distribution
@@ -108,6 +109,7 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "count_words": (0, 1),
     "match_model": (0, 1),
     "count_rows_log2": (4, 24),
+    "match_window_log2": (8, 26),
     "count_limit": (2, 60000),
     "warmup_segments": (0, 2**31 - 1),
     "seed": (0, 2**31 - 1),

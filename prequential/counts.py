@@ -6,7 +6,8 @@ The model mixes both (model.py, `CountMixer`). The channels are
 - byte contexts: the last k bytes, for k = 1..count_orders;
 - word contexts (count_words): the current word so far, and the previous word with it;
 - a match model (match_model): the byte that followed the last occurrence of the current 8-byte
-  context, weighted by how many of its predictions in a row were right.
+  context, weighted by how many of its predictions in a row were right. It reads that byte from a
+  ring of each stream's last 2**match_window_log2 tokens, so its memory does not grow with the input.
 
 Everything here is integer arithmetic updated in a fixed order (stream by stream, after each coded
 position), so encoder and decoder hold identical tables; the float arithmetic on the counts
@@ -26,6 +27,7 @@ _ROW_HASH = np.uint64(0x9E3779B97F4A7C15)
 _CHECK_HASH = np.uint64(0xC2B2AE3D27D4EB4F)
 _WORD_HASH = np.uint64(0x100000001B3)
 _MATCH_MAX_RUN = 15
+_POSITION_BITS = np.int64(40)  # a match pointer is stream << 40 | position
 
 
 def _is_word_byte(tokens: np.ndarray) -> np.ndarray:
@@ -34,11 +36,8 @@ def _is_word_byte(tokens: np.ndarray) -> np.ndarray:
 
 
 class ContextCounts:
-    def __init__(self, config: Config, grid: np.ndarray) -> None:
-        """`grid` is the (streams, positions) token array the replay fills in as it codes."""
+    def __init__(self, config: Config, streams: int) -> None:
         self.config = config
-        self.grid = grid
-        streams = grid.shape[0]
         self.orders = np.arange(1, config.count_orders + 1, dtype=np.uint64)
         self.masks = (np.uint64(1) << (np.uint64(8) * self.orders)) - np.uint64(1)
         self.hashed_channels = config.count_orders + 2 * config.count_sparse + 2 * config.count_words
@@ -50,22 +49,17 @@ class ContextCounts:
         self.context = np.zeros(streams, np.uint64)  # each stream's last 8 bytes, newest lowest
         self.word = np.zeros(streams, np.uint64)  # hash of the word being read, 0 between words
         self.previous_word = np.zeros(streams, np.uint64)
-        self.match_table = np.full(rows, -1, np.int64)  # 8-byte context -> flat grid index after it
+        self.recent = np.zeros((streams, 1 << config.match_window_log2), np.uint8)  # ring: position p at p % size
+        self.match_table = np.full(rows, -1, np.int64)  # 8-byte context -> pointer to the position after it
         self.match_at = np.full(streams, -1, np.int64)  # where each stream's match points, or -1
         self.match_run = np.zeros(streams, np.int64)
-        self.time = 0  # the position whose counts the next lookup gives
+        # The position whose counts the next lookup gives. A pass over more data (given data first)
+        # goes on counting from here, so its matches may point back into the earlier data.
+        self.time = 0
         # Flat views: one fancy index per access instead of one per dimension.
         self._flat_counts = self.counts.reshape(-1)
         self._flat_checks = self.checks.reshape(-1)
         self._row_base = (np.arange(self.hashed_channels) * rows)[None, :]
-
-    def continue_on(self, grid: np.ndarray) -> None:
-        """Go on counting over a new token grid: keep the tables, forget the match positions."""
-        self.grid = grid
-        self.match_table[:] = -1
-        self.match_at[:] = -1
-        self.match_run[:] = 0
-        self.time = 0
 
     def _keys(self) -> np.ndarray:
         """(streams, hashed channels) keys; the channel index is added so equal keys differ."""
@@ -78,11 +72,19 @@ class ContextCounts:
             keys.append(np.stack([self.word, self.word * _WORD_HASH + self.previous_word], axis=1))
         return np.concatenate(keys, axis=1) + np.arange(1, self.hashed_channels + 1, dtype=np.uint64)
 
+    def _recall(self, pointers: np.ndarray, newest: int) -> tuple[np.ndarray, np.ndarray]:
+        """(readable, token) for each pointer: readable if it points at one of the positions up
+        to `newest` that the ring still holds."""
+        stream, position = pointers >> _POSITION_BITS, pointers & ((np.int64(1) << _POSITION_BITS) - 1)
+        size = self.recent.shape[1]
+        readable = (pointers >= 0) & (position <= newest) & (position > newest - size)
+        return readable, self.recent[np.where(readable, stream, 0), np.where(readable, position % size, 0)]
+
     def _match_counts(self) -> np.ndarray:
-        found = np.zeros((self.grid.shape[0], self.config.vocab_size), np.uint16)
-        pointing = self.match_at >= 0
-        streams = np.flatnonzero(pointing)
-        found[streams, self.grid.flat[self.match_at[pointing]]] = 1 + self.match_run[pointing]
+        found = np.zeros((len(self.match_at), self.config.vocab_size), np.uint16)
+        readable, predicted = self._recall(self.match_at, self.time - 1)
+        streams = np.flatnonzero(readable)
+        found[streams, predicted[readable]] = 1 + self.match_run[readable]
         return found[:, None]
 
     def lookup(self) -> np.ndarray:
@@ -129,10 +131,12 @@ class ContextCounts:
 
     def _follow_matches(self, active: np.ndarray, tokens: np.ndarray) -> None:
         streams = np.flatnonzero(active)
+        self.recent[streams, self.time % self.recent.shape[1]] = tokens
         at = self.match_at[streams]
-        right = (at >= 0) & (self.grid.flat[np.maximum(at, 0)] == tokens)
+        readable, predicted = self._recall(at, self.time)
+        right = readable & (predicted == tokens)
         self.match_run[streams] = np.where(right, np.minimum(self.match_run[streams] + 1, _MATCH_MAX_RUN), 0)
         slots = ((self.context[streams] * _ROW_HASH) >> self.shift).astype(np.int64)
         # A right prediction moves on; otherwise look for an earlier occurrence of the new context.
         self.match_at[streams] = np.where(right, at + 1, self.match_table[slots])
-        self.match_table[slots] = streams * self.grid.shape[1] + self.time + 1
+        self.match_table[slots] = (streams.astype(np.int64) << _POSITION_BITS) | (self.time + 1)

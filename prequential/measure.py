@@ -34,6 +34,7 @@ from prequential.errors import ConfigError
 from prequential.learner import Learner, learner_for
 from prequential.numerics import Numerics
 from prequential.replay import Carry, Layout, Progress, replay, train_pass
+from prequential.store import ArrayStore
 
 SCHEMA = "prequential.measure/1"
 
@@ -173,15 +174,15 @@ def _score(
     saver: checkpoints.Checkpointer | None = None,
 ):
     layout = Layout(len(tokens), learner.config.streams, learner.config.segment)
-    grid = layout.split(tokens)
-    resume = checkpoints.load(saver.path, saver.identity, learner, grid)[1] if saver and saver.path.exists() else None
+    store = ArrayStore(tokens)
+    resume = checkpoints.load(saver.path, saver.identity, learner)[1] if saver and saver.path.exists() else None
     hook = (lambda snapshot: saver.maybe_save(snapshot, {})) if saver else None
     if causal:
-        bits, carry = train_pass(learner, layout, tokens, progress, carry, on_block=hook, resume=resume)
+        bits, carry = train_pass(learner, layout, store, progress, carry, on_block=hook, resume=resume)
     else:
-        result = replay(learner, layout, Scorer(grid), progress, carry, on_block=hook, resume=resume and (resume, grid))
+        result = replay(learner, layout, Scorer(), store, progress, carry, on_block=hook, resume=resume, record_segments=True)
         bits, carry = result.segment_bits, result.carry
-    per_segment = layout.valid().reshape(layout.streams, layout.segments, learner.config.segment).sum(axis=(0, 2))
+    per_segment = layout.segment_tokens()
     return bits, per_segment, carry
 
 

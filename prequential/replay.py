@@ -5,12 +5,15 @@ may be shorter or empty) and the positions into segments of T. For each segment 
 caches the M memory tokens before it, scores one position of all B streams at a time, hands the
 probabilities of the streams that have a token there to the coder, and then takes one gradient
 step on the segment. Encoder and decoder call the same compiled functions with the same shapes in
-the same order; the only difference is whether the coder reads or writes the tokens.
+the same order; the only difference is whether the tokens are read from the store (and coded) or
+decoded (and written to it). Only one segment and the memory before it are held at a time, so
+memory does not grow with the input.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -20,6 +23,7 @@ from prequential.coder import Coder
 from prequential.config import Config
 from prequential.counts import ContextCounts
 from prequential.learner import Learner, TrainState, params_digest
+from prequential.store import TokenStore
 
 # Called after each segment with (tokens done, bits spent so far).
 Progress = Callable[[int, float], None]
@@ -41,26 +45,45 @@ class Layout:
     def segments(self) -> int:
         return -(-self.steps // self.segment)
 
+    @functools.cached_property
+    def _lengths(self) -> np.ndarray:
+        lengths = np.clip(self.n_tokens - np.arange(self.streams) * self.steps, 0, self.steps)
+        lengths.flags.writeable = False
+        return lengths
+
     def lengths(self) -> np.ndarray:
         """(B,) tokens in each stream."""
-        return np.clip(self.n_tokens - np.arange(self.streams) * self.steps, 0, self.steps)
+        return self._lengths
 
-    def valid(self) -> np.ndarray:
-        """(B, segments*T) mask of the positions that hold a token."""
-        return np.arange(self.segments * self.segment)[None, :] < self.lengths()[:, None]
+    def valid(self, start: int, stop: int) -> np.ndarray:
+        """(B, stop - start) mask of the positions in [start, stop) that hold a token."""
+        positions = np.arange(start, stop)[None, :]
+        return (positions >= 0) & (positions < self._lengths[:, None])
+
+    def read(self, store: TokenStore, start: int, stop: int) -> np.ndarray:
+        """(B, stop - start) int32 tokens at positions [start, stop) of every stream, zero where none."""
+        out = np.zeros((self.streams, stop - start), np.int32)
+        for b, length in enumerate(self._lengths):
+            lo, hi = max(start, 0), min(stop, int(length))
+            if hi > lo:
+                out[b, lo - start : hi - start] = store.read(b * self.steps + lo, hi - lo)
+        return out
+
+    def write(self, store: TokenStore, start: int, grid: np.ndarray) -> None:
+        """Store the tokens of `grid` (B, positions from `start`) that exist."""
+        for b, length in enumerate(self._lengths):
+            hi = min(start + grid.shape[1], int(length))
+            if hi > start:
+                store.write(b * self.steps + start, grid[b, : hi - start])
 
     def tokens_before(self, position: int) -> int:
         """Tokens at positions before `position`, over all streams."""
-        return int(np.minimum(self.lengths(), position).sum())
+        return int(np.minimum(self._lengths, position).sum())
 
-    def split(self, tokens: np.ndarray) -> np.ndarray:
-        """(n,) tokens -> (B, segments*T) int32, zero where there is no token."""
-        grid = np.zeros((self.streams, self.segments * self.segment), np.int32)
-        grid[self.valid()] = tokens
-        return grid
-
-    def join(self, grid: np.ndarray) -> np.ndarray:
-        return grid[self.valid()]
+    def segment_tokens(self) -> np.ndarray:
+        """(segments,) tokens in each segment, over all streams."""
+        ends = np.minimum(self._lengths[None, :], (np.arange(self.segments)[:, None] + 1) * self.segment)
+        return np.diff(ends.sum(axis=1), prepend=0)
 
     def is_sync_point(self, segment: int, sync_segments: int) -> bool:
         return (segment + 1) % sync_segments == 0 or segment == self.segments - 1
@@ -98,14 +121,8 @@ class Snapshot:
 
     next_segment: int
     carry: Carry
-    segment_bits: np.ndarray  # bits of the segments before next_segment
-
-    @property
-    def ideal_bits(self) -> float:
-        total = 0.0
-        for bits in self.segment_bits[: self.next_segment]:  # the order replay() adds them in
-            total += float(bits)
-        return total
+    ideal_bits: float  # bits of the segments before next_segment, summed in the order of the pass
+    segment_bits: np.ndarray | None  # the same per segment, when the pass records them
 
 
 # Called at the end of every coder block (a checkpoint may be written there).
@@ -114,58 +131,52 @@ OnBlock = Callable[[Snapshot], None]
 
 @dataclasses.dataclass
 class ReplayResult:
-    tokens: np.ndarray  # (n,) int32
     ideal_bits: float  # sum of -log2 p of every coded token, as the coder was given p
-    segment_bits: np.ndarray  # (segments,) the same, per segment
+    segment_bits: np.ndarray | None  # (segments,) the same, per segment, if asked for
     carry: Carry
 
 
-class _History:
-    """The token grid and the model inputs (tokens shifted right behind a start symbol)."""
+class _Window:
+    """The model inputs of one segment: the M inputs before it, its T inputs, and the input after
+    it (the last token, which the next segment starts from). An input is the token before its
+    position, or the start symbol (at position 0, and past the end of a stream)."""
 
-    def __init__(self, layout: Layout, memory: int, start_symbol: int) -> None:
-        self.memory = memory
-        self.tokens = np.zeros((layout.streams, layout.segments * layout.segment), np.int32)
-        # inputs[:, memory + t] is the input at position t: the token at t-1, or the start symbol.
-        self.inputs = np.full((layout.streams, memory + self.tokens.shape[1] + 1), start_symbol, np.int32)
+    def __init__(self, layout: Layout, store: TokenStore, segment: int, memory: int, start_symbol: int) -> None:
+        self.memory, self.length, self.start_symbol = memory, layout.segment, start_symbol
+        self.inputs = np.full((layout.streams, memory + layout.segment + 1), start_symbol, np.int32)
+        first = segment * layout.segment  # the inputs before it are the tokens at [first - M - 1, first)
+        known = layout.read(store, first - memory - 1, first)
+        self.inputs[:, : memory + 1] = np.where(layout.valid(first - memory - 1, first), known, start_symbol)
 
-    def fill_before(self, grid: np.ndarray, valid: np.ndarray, position: int) -> None:
-        """Set the tokens of all positions before `position` (all of them, when all are known)."""
-        self.tokens[:, :position] = grid[:, :position]
-        before = self.inputs[:, self.memory + 1 : self.memory + 1 + position]
-        before[:] = np.where(valid[:, :position], grid[:, :position], before)
+    def model_inputs(self) -> np.ndarray:
+        """(B, M + T): what the model sees for the segment."""
+        return self.inputs[:, :-1]
 
-    def put(self, rows: np.ndarray, position: int, tokens: np.ndarray) -> None:
-        self.tokens[rows, position] = tokens
-        self.inputs[rows, self.memory + position + 1] = tokens
+    def input_at(self, i: int) -> np.ndarray:
+        return self.inputs[:, self.memory + i]
 
-    def window(self, segment: int, length: int) -> np.ndarray:
-        start = segment * length
-        return self.inputs[:, start : start + self.memory + length]
+    def put(self, rows: np.ndarray, i: int, tokens: np.ndarray) -> None:
+        self.inputs[rows, self.memory + i + 1] = tokens
 
-
-def new_counts(config: Config, grid: np.ndarray) -> ContextCounts | None:
-    return ContextCounts(config, grid) if config.count_channels else None
-
-
-# Resuming: the snapshot to go on from, and the (streams, positions) token grid of the data.
-Resume = tuple[Snapshot, np.ndarray]
+    def advance(self) -> None:
+        """Move on to the next segment."""
+        self.inputs[:, : self.memory + 1] = self.inputs[:, self.length :]
+        self.inputs[:, self.memory + 1 :] = self.start_symbol
 
 
-def _begin(learner: Learner, layout: Layout, history: _History, carry: Carry | None, resume: Resume | None) -> Snapshot:
+def new_counts(config: Config, streams: int) -> ContextCounts | None:
+    return ContextCounts(config, streams) if config.count_channels else None
+
+
+def _begin(learner: Learner, layout: Layout, carry: Carry | None, resume: Snapshot | None, record: bool) -> Snapshot:
     """Where a pass starts: from the seed, from the state and counts a pass over other data left
-    (`carry`), or from a snapshot of this pass (`resume`), whose earlier tokens are filled in."""
+    (`carry`), or from a snapshot of this pass (`resume`)."""
     if resume is not None:
-        snapshot, grid = resume
-        history.fill_before(grid, layout.valid(), snapshot.next_segment * learner.config.segment)
-        if snapshot.carry.counts is not None:
-            snapshot.carry.counts.grid = history.tokens
-        return Snapshot(snapshot.next_segment, snapshot.carry, snapshot.segment_bits.copy())
+        bits = None if resume.segment_bits is None else resume.segment_bits.copy()
+        return Snapshot(resume.next_segment, resume.carry, resume.ideal_bits, bits)
     if carry is None:
-        carry = Carry(learner.init(), new_counts(learner.config, history.tokens))
-    elif carry.counts is not None:
-        carry.counts.continue_on(history.tokens)
-    return Snapshot(0, carry, np.zeros(layout.segments))
+        carry = Carry(learner.init(), new_counts(learner.config, layout.streams))
+    return Snapshot(0, carry, 0.0, np.zeros(layout.segments) if record else None)
 
 
 def _segment_counts(config: Config, streams: int) -> np.ndarray:
@@ -177,61 +188,74 @@ def replay(
     learner: Learner,
     layout: Layout,
     coder: Coder,
+    tokens: TokenStore,
     progress: Progress | None = None,
     carry: Carry | None = None,
     *,
     on_block: OnBlock | None = None,
-    resume: Resume | None = None,
+    resume: Snapshot | None = None,
+    record_segments: bool = False,
 ) -> ReplayResult:
-    """Score every position step by step, code it, train on each segment. `carry` continues from
-    a pass over other data; `on_block` sees a snapshot after every block; `resume` goes on from one."""
+    """Score every position step by step, code it, train on each segment.
+
+    An encoding coder codes the tokens read from `tokens`; a decoding one decodes them and they
+    are written there. `carry` continues from a pass over other data; `on_block` sees a snapshot
+    after every block; `resume` goes on from one; `record_segments` keeps the bits per segment.
+    """
     config = learner.config
     T, M = config.segment, config.memory
-    valid = layout.valid()
-    history = _History(layout, M, config.vocab_size)
-    begin = _begin(learner, layout, history, carry, resume)
-    state, counts, segment_bits, ideal_bits = begin.carry.state, begin.carry.counts, begin.segment_bits, begin.ideal_bits
+    begin = _begin(learner, layout, carry, resume, record_segments)
+    state, counts, ideal_bits, segment_bits = begin.carry.state, begin.carry.counts, begin.ideal_bits, begin.segment_bits
+    window = _Window(layout, tokens, begin.next_segment, M, config.vocab_size)
     segment_counts = step_counts = None
     for block in layout.blocks(config):
         if block.segments.stop <= begin.next_segment:
             continue  # coded before the snapshot we resume from
         coder.begin_block(block.n_sync, block.last, block.max_words)
         for s in block.segments:
-            cache = learner.prefill(state.params, history.window(s, T)[:, :M])
+            first = s * T
+            valid = layout.valid(first, first + T)
+            segment = np.zeros((layout.streams, T), np.int32) if coder.decodes else layout.read(tokens, first, first + T)
+            cache = learner.prefill(state.params, window.model_inputs()[:, :M])
             if counts is not None:
                 segment_counts = _segment_counts(config, layout.streams)
-            for i in range(min(T, layout.steps - s * T)):
-                t = s * T + i
+            bits = 0.0
+            for i in range(min(T, layout.steps - first)):
                 if counts is not None:
                     segment_counts[:, i] = step_counts = counts.lookup()
-                probs, cache = learner.step(state.params, cache, history.inputs[:, M + t], M + i, step_counts)
-                active = valid[:, t]
+                probs, cache = learner.step(state.params, cache, window.input_at(i), M + i, step_counts)
+                active = valid[:, i]
                 probs = np.asarray(probs)
                 if not active.all():
                     probs = probs[active]
-                tokens = coder.code(probs, t, active)
-                history.put(active, t, tokens)
+                coded = coder.code(probs, segment[active, i])
+                segment[active, i] = coded
+                window.put(active, i, coded)
                 if counts is not None:
-                    counts.update(active, tokens)
-                p = probs[np.arange(len(tokens)), tokens].astype(np.float64)
-                segment_bits[s] -= np.log2(np.maximum(p, np.finfo(np.float32).tiny)).sum()
-            ideal_bits += float(segment_bits[s])
-            targets, mask = history.tokens[:, s * T : (s + 1) * T], valid[:, s * T : (s + 1) * T]
-            state, _ = learner.train(state, history.window(s, T), targets, mask, segment_counts)
+                    counts.update(active, coded)
+                p = probs[np.arange(len(coded)), coded].astype(np.float64)
+                bits -= np.log2(np.maximum(p, np.finfo(np.float32).tiny)).sum()
+            ideal_bits += float(bits)
+            if segment_bits is not None:
+                segment_bits[s] = bits
+            if coder.decodes:
+                layout.write(tokens, first, segment)
+            state, _ = learner.train(state, window.model_inputs(), segment, valid, segment_counts)
+            window.advance()
             if layout.is_sync_point(s, config.sync_segments):
                 coder.sync(params_digest(state.params), s)
             if progress:
-                progress(layout.tokens_before((s + 1) * T), ideal_bits)
+                progress(layout.tokens_before(first + T), ideal_bits)
         coder.end_block(ideal_bits)
         if on_block:
-            on_block(Snapshot(block.segments.stop, Carry(state, counts), segment_bits))
-    return ReplayResult(layout.join(history.tokens), ideal_bits, segment_bits, Carry(state, counts))
+            on_block(Snapshot(block.segments.stop, Carry(state, counts), ideal_bits, segment_bits))
+    return ReplayResult(ideal_bits, segment_bits, Carry(state, counts))
 
 
 def train_pass(
     learner: Learner,
     layout: Layout,
-    tokens: np.ndarray,
+    tokens: TokenStore,
     progress: Progress | None = None,
     carry: Carry | None = None,
     *,
@@ -247,29 +271,30 @@ def train_pass(
     """
     config = learner.config
     T = config.segment
-    valid = layout.valid()
-    grid = layout.split(tokens)
-    history = _History(layout, config.memory, config.vocab_size)
-    begin = _begin(learner, layout, history, carry, None if resume is None else (resume, grid))
-    history.fill_before(grid, valid, grid.shape[1])
-    state, counts, segment_bits = begin.carry.state, begin.carry.counts, begin.segment_bits
+    begin = _begin(learner, layout, carry, resume, record=True)
+    state, counts, segment_bits, done_bits = begin.carry.state, begin.carry.counts, begin.segment_bits, begin.ideal_bits
+    window = _Window(layout, tokens, begin.next_segment, config.memory, config.vocab_size)
     segment_counts = None
-    done_bits = begin.ideal_bits
     for block in layout.blocks(config):
         if block.segments.stop <= begin.next_segment:
             continue
         for s in block.segments:
-            targets, mask = history.tokens[:, s * T : (s + 1) * T], valid[:, s * T : (s + 1) * T]
-            if counts is not None:  # the same lookups and updates, in the same order, as replay()
+            first = s * T
+            valid = layout.valid(first, first + T)
+            segment = layout.read(tokens, first, first + T)
+            if counts is not None:
                 segment_counts = _segment_counts(config, layout.streams)
-                for i in range(min(T, layout.steps - s * T)):
+            for i in range(min(T, layout.steps - first)):  # the same lookups and updates, in the same order, as replay()
+                if counts is not None:
                     segment_counts[:, i] = counts.lookup()
-                    counts.update(mask[:, i], targets[mask[:, i], i])
-            state, bits = learner.train(state, history.window(s, T), targets, mask, segment_counts)
-            segment_bits[s] = float(np.asarray(bits, np.float64)[mask].sum())
+                    counts.update(valid[:, i], segment[valid[:, i], i])
+                window.put(valid[:, i], i, segment[valid[:, i], i])
+            state, bits = learner.train(state, window.model_inputs(), segment, valid, segment_counts)
+            window.advance()
+            segment_bits[s] = float(np.asarray(bits, np.float64)[valid].sum())
             done_bits += segment_bits[s]
             if progress:
-                progress(layout.tokens_before((s + 1) * T), done_bits)
+                progress(layout.tokens_before(first + T), done_bits)
         if on_block:
-            on_block(Snapshot(block.segments.stop, Carry(state, counts), segment_bits))
+            on_block(Snapshot(block.segments.stop, Carry(state, counts), done_bits, segment_bits))
     return segment_bits, Carry(state, counts)

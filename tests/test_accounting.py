@@ -13,6 +13,7 @@ from prequential.coder import Encoder
 from prequential.config import preset
 from prequential.learner import learner_for
 from prequential.replay import Layout, replay, train_pass
+from prequential.store import ArrayStore
 
 ONE_BLOCK = preset("tiny").replace(block_segments=1 << 20)  # a single coder flush
 
@@ -32,8 +33,8 @@ def test_coded_bits_equal_reported_losses():
 class RecordingEncoder(Encoder):
     """Keeps what the coder was given, to recompute the losses independently."""
 
-    def code(self, probs, position, active):
-        symbols = super().code(probs, position, active)
+    def code(self, probs, known):
+        symbols = super().code(probs, known)
         self.seen.append(-np.log2(probs[np.arange(len(symbols)), symbols].astype(np.float64)))
         return symbols
 
@@ -41,15 +42,15 @@ class RecordingEncoder(Encoder):
 def test_ideal_bits_are_the_sum_of_per_token_losses():
     layout = Layout(len(SAMPLE), ONE_BLOCK.streams, ONE_BLOCK.segment)
     tokens = np.frombuffer(SAMPLE, np.uint8).astype(np.int32)
-    coder = RecordingEncoder(layout.split(tokens), io.BytesIO())
+    coder = RecordingEncoder(io.BytesIO())
     coder.seen = []
-    result = replay(learner_for(ONE_BLOCK), layout, coder)
+    result = replay(learner_for(ONE_BLOCK), layout, coder, ArrayStore(tokens), record_segments=True)
     per_token = np.concatenate(coder.seen)
     assert len(per_token) == len(SAMPLE)
     assert math.isclose(per_token.sum(), result.ideal_bits, rel_tol=1e-12)
     assert math.isclose(result.segment_bits.sum(), result.ideal_bits, rel_tol=1e-12)
     # The teacher-forced training pass scores the same model on the same data: same total up to rounding.
-    forced, _ = train_pass(learner_for(ONE_BLOCK), layout, tokens)
+    forced, _ = train_pass(learner_for(ONE_BLOCK), layout, ArrayStore(tokens))
     assert abs(forced.sum() - result.ideal_bits) < 1e-4 * result.ideal_bits
 
 

@@ -67,11 +67,21 @@ def test_same_input_same_file():
 
 
 @pytest.mark.parametrize(("n", "streams", "segment"), [(0, 4, 8), (1, 7, 8), (100, 4, 8), (1000, 3, 5)])
-def test_layout_counts_tokens_before_each_position(n, streams, segment):
+def test_layout_reads_writes_and_counts_every_token_once(n, streams, segment):
     from prequential.replay import Layout
+    from prequential.store import ArrayStore
 
     layout = Layout(n, streams, segment)
-    valid = layout.valid()
-    for position in range(0, valid.shape[1] + 1, 3):
-        assert layout.tokens_before(position) == valid[:, :position].sum()
-    assert layout.tokens_before(valid.shape[1]) == n == layout.lengths().sum()
+    tokens = np.arange(n, dtype=np.int32)
+    width = layout.segments * segment
+    grid = layout.read(ArrayStore(tokens), -3, width)  # positions before 0 hold nothing
+    valid = layout.valid(-3, width)
+    assert np.array_equal(np.sort(grid[valid]), tokens) and not grid[~valid].any()
+    assert np.array_equal(grid[valid], tokens)  # stream by stream, in order
+    copy = ArrayStore(np.full(n, -1, np.int32))
+    for s in range(layout.segments):
+        layout.write(copy, s * segment, layout.read(ArrayStore(tokens), s * segment, (s + 1) * segment))
+    assert np.array_equal(copy.tokens, tokens)
+    for position in range(0, width + 1, 3):
+        assert layout.tokens_before(position) == valid[:, 3 : 3 + position].sum()
+    assert layout.segment_tokens().sum() == n == layout.lengths().sum()

@@ -1,0 +1,55 @@
+"""Where the tokens of a pass live: an array in memory, or bytes in a file read and written by offset.
+
+The replay engine touches the tokens of one segment at a time (and the memory before it), so a
+file-backed store keeps the resident memory of compressing or decompressing a large file
+independent of its size: positional reads and writes (pread/pwrite) go through the page cache,
+which the kernel may evict, instead of through arrays that stay mapped.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import numpy as np
+
+from prequential.errors import PrequentialError
+
+
+class TokenStore(Protocol):
+    def read(self, start: int, count: int) -> np.ndarray:
+        """Tokens [start, start + count) as int32."""
+        ...
+
+    def write(self, start: int, tokens: np.ndarray) -> None: ...
+
+
+class ArrayStore:
+    """Tokens in a NumPy array (any integer dtype; the API's in-memory path and measurements)."""
+
+    def __init__(self, tokens: np.ndarray) -> None:
+        self.tokens = tokens
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        return self.tokens[start : start + count].astype(np.int32)
+
+    def write(self, start: int, tokens: np.ndarray) -> None:
+        self.tokens[start : start + len(tokens)] = tokens
+
+
+class FileStore:
+    """Byte tokens in an open file, starting at `offset`; the file position is left alone."""
+
+    def __init__(self, fd: int, offset: int = 0) -> None:
+        self.fd, self.offset = fd, offset
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        data = os.pread(self.fd, count, self.offset + start)
+        if len(data) != count:
+            raise PrequentialError(f"the input file shrank while it was read (wanted {count} bytes at {start}, got {len(data)})")
+        return np.frombuffer(data, np.uint8).astype(np.int32)
+
+    def write(self, start: int, tokens: np.ndarray) -> None:
+        data = tokens.astype(np.uint8).tobytes()
+        if os.pwrite(self.fd, data, self.offset + start) != len(data):
+            raise PrequentialError("short write to the output file (is the disk full?)")
