@@ -18,6 +18,7 @@ from prequential import numerics
 from prequential.config import preset
 from prequential.learner import learner_for
 from prequential.replay import Layout, train_pass
+from prequential.store import ArrayStore
 
 NONE = {"count_orders": 0, "count_words": 0, "match_model": 0, "learning_rate": 1e-3}
 STEPS = [
@@ -47,7 +48,7 @@ def main() -> None:
             data = (CORPORA / file).read_bytes()
             tokens = np.frombuffer(data, np.uint8).astype(np.int32)
             started = time.perf_counter()
-            bits = train_pass(learner_for(config), Layout(len(data), config.streams, config.segment), tokens)[0].sum()
+            bits = train_pass(learner_for(config), Layout(len(data), config.streams, config.segment), ArrayStore(tokens))[0].sum()
             cells.append(f"{bits / len(data):.4f} ({len(data) / 1000 / (time.perf_counter() - started):.1f} KB/s)")
         rows.append(f"| {label} | " + " | ".join(cells) + " |\n")
         print(rows[-1], end="", flush=True)

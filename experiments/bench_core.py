@@ -26,6 +26,7 @@ from prequential import api, numerics
 from prequential.config import preset
 from prequential.learner import fingerprint, learner_for
 from prequential.replay import Layout, train_pass
+from prequential.store import ArrayStore
 
 DEFAULT_FILES = "canterbury/alice29.txt,misc/mapsdatazrh,misc/random_org_10k.bin"
 
@@ -44,7 +45,7 @@ def run(preset_name: str, path: Path, limit: int | None) -> dict:
     layout = Layout(len(data), config.streams, config.segment)
     tokens = np.frombuffer(data, np.uint8).astype(np.int32)
     started = time.perf_counter()
-    forced_bits = train_pass(learner_for(config), layout, tokens)[0].sum()
+    forced_bits = train_pass(learner_for(config), layout, ArrayStore(tokens))[0].sum()
     train_s = time.perf_counter() - started
 
     out = io.BytesIO()

@@ -21,6 +21,7 @@ from prequential.config import preset
 from prequential.learner import fingerprint, learner_for
 from prequential.measure import measure
 from prequential.replay import Layout, train_pass
+from prequential.store import ArrayStore
 
 
 def main() -> None:
@@ -37,7 +38,7 @@ def main() -> None:
             data = (CORPORA / file).read_bytes()
             tokens = np.frombuffer(data, np.uint8).astype(np.int32)
             started = time.perf_counter()
-            train_pass(learner_for(config), Layout(len(data), config.streams, config.segment), tokens)
+            train_pass(learner_for(config), Layout(len(data), config.streams, config.segment), ArrayStore(tokens))
             bare = time.perf_counter() - started
             result = measure(data, config)
             report = api.encode(data, io.BytesIO(), config)

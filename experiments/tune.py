@@ -37,6 +37,7 @@ def main() -> None:
     numerics.activate("cpu", args.threads)
     from prequential.learner import Learner
     from prequential.replay import Layout, train_pass
+    from prequential.store import ArrayStore
 
     data = Path(args.file).read_bytes()[: args.limit]
     tokens = np.frombuffer(data, np.uint8).astype(np.int32)
@@ -45,7 +46,7 @@ def main() -> None:
         learner = Learner.create(config)
         layout = Layout(len(data), config.streams, config.segment)
         started = time.perf_counter()
-        bits = train_pass(learner, layout, tokens)[0].sum()
+        bits = train_pass(learner, layout, ArrayStore(tokens))[0].sum()
         print(f"{8 * 0 + bits / len(data):.4f} bits/byte  {time.perf_counter() - started:7.1f} s  {spec}", flush=True)
 
 
