@@ -7,7 +7,7 @@ left is resumed for another --seconds to show the machinery works at that size; 
 compress (with checkpoints at the default interval) and decompress of a corpus file give the
 full-run numbers and the checkpoint overhead. Writes docs/memory.md. Usage:
 
-    python experiments/memory.py [--sizes 10M,200M] [--seconds 180]
+    python experiments/memory.py [--sizes 10M,200M] [--seconds 270]
 """
 
 from __future__ import annotations
@@ -104,20 +104,26 @@ def stopped_runs(work: Path, size: str, core: int, seconds: float) -> list[tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10M,200M")
-    parser.add_argument("--seconds", type=float, default=180.0)
+    parser.add_argument("--seconds", type=float, default=270.0, help="per stopped run; a checkpoint needs a block (1 MB)")
     parser.add_argument("--file", default="canterbury/lcet10.txt", help="corpus file for the complete runs")
     args = parser.parse_args()
     cores = sorted(os.sched_getaffinity(0))
+    sizes = args.sizes.split(",")
+    # The complete runs, then the sizes, spread over the cores; each core runs its jobs one by one.
+    plan: dict[int, list] = {core: [] for core in cores}
+    plan[cores[0]].append(lambda work, core: complete_runs(work, args.file, core))
+    for i, size in enumerate(sizes):
+        plan[cores[(i + 1) % len(cores)]].append(lambda work, core, size=size: (stopped_runs(work, size, core, args.seconds), []))
+
+    def run_jobs(work: Path, core: int) -> list[tuple[list, list]]:
+        return [job(work, core) for job in plan[core]]
+
+    rows, notes = [], []
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor() as pool:
-        work = Path(tmp)
-        # One job per core: the complete runs, then each size on the next core.
-        complete = pool.submit(complete_runs, work, args.file, cores[0])
-        sizes = [
-            pool.submit(stopped_runs, work, size, cores[(i + 1) % len(cores)], args.seconds) for i, size in enumerate(args.sizes.split(","))
-        ]
-        rows, notes = complete.result()
-        for job in sizes:
-            rows += job.result()
+        for results in pool.map(run_jobs, [Path(tmp)] * len(cores), cores):
+            for job_rows, job_notes in results:
+                rows += job_rows
+                notes += job_notes
     table = "| command | input | bytes | run | peak RSS MB | KB/s |\n|---|---|---:|---|---:|---:|\n" + "".join(
         f"| {c} | {name} | {n:,} | {run} | {peak / 1e6:.0f} | {f'{speed:.2f}' if speed else ''} |\n"
         for c, name, n, run, peak, speed in rows
