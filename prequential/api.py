@@ -48,10 +48,11 @@ class Model:
     config: Config
     module: nn.Module | None = None
     optimizer: optax.GradientTransformation | None = None
+    devices: int = 1  # the layout: how many devices the streams are split over
 
     @property
     def learner(self) -> Learner:
-        return learner_for(self.config, self.module, self.optimizer)
+        return learner_for(self.config, self.module, self.optimizer, self.devices)
 
     @property
     def source(self) -> bytes:
@@ -103,6 +104,7 @@ def encode(
     given: bytes | None = None,
     checkpoint: str | None = None,
     checkpoint_interval: float = 60.0,
+    devices: int | None = None,
 ) -> accounting.Report:
     """Compress `data` (bytes, or a binary file read from its position to its end) to the stream
     `out`; return the itemized description length. A file is streamed: memory stays bounded.
@@ -114,10 +116,17 @@ def encode(
     With `checkpoint`, the run saves its progress there (at coder block ends, every
     `checkpoint_interval` seconds at most) and resumes from it if it exists; the result is
     byte-identical to an uninterrupted run. The checkpoint is removed on success.
+    `devices` (else the config's `devices`, else all local devices that divide the streams evenly)
+    splits the streams over that many devices; on CPU they are created (simulated). The file
+    records the layout, and a decoder needs as many devices.
     """
-    model = Model(resolve_config(config), module, optimizer)
+    config = resolve_config(config)
     started = time.perf_counter()
-    here = numerics.activate("cpu", threads)
+    asked = devices or config.devices or None
+    here = numerics.activate("cpu", threads, devices=asked)
+    layout_devices = asked or max(d for d in range(1, here.devices + 1) if config.streams % d == 0)
+    model = Model(config, module, optimizer, layout_devices)
+    here = dataclasses.replace(here, devices=layout_devices)
     tokens, n_bytes, sha256 = _open_input(data)
     layout = Layout(n_bytes, model.config.streams, model.config.segment)
     given_sha256 = hashlib.sha256(given).digest() if given is not None else None
@@ -241,15 +250,20 @@ def check_versions(header: container.Header, model: Model, given: bytes | None) 
 
 
 def prepare_numerics(header: container.Header) -> numerics.Numerics:
-    """Pin this process like the encoder (or as close as it can), before JAX starts."""
+    """Pin this process like the encoder (or as close as it can), before JAX starts, with as
+    many devices as the encoder split its streams over."""
     threads = min(header.numerics.threads, numerics.usable_cores())
-    here = numerics.activate(header.numerics.backend, threads, strict=False)
+    wanted = header.numerics.devices
+    try:
+        here = numerics.activate(header.numerics.backend, threads, devices=wanted, strict=False)
+    except NumericsError as err:
+        raise NumericsError(f"refusing to decode: the file's streams were split over {wanted} devices; {err}") from None
     if header.numerics.device_kind != here.device_kind:
         raise NumericsError(
             f"file made on {header.numerics.device_kind!r}, this machine has {here.device_kind!r}: "
             f"results are reproducible only on the same device kind; decode there"
         )
-    return here
+    return dataclasses.replace(here, devices=wanted)
 
 
 def _check_fingerprint(header: container.Header, here: numerics.Numerics, learner: Learner) -> None:
@@ -283,7 +297,7 @@ def decode(
     matched. The data is decoded into a temporary file first (in `scratch`, or the system's
     temporary directory), so memory stays bounded whatever the output size."""
     header = container.read_header(source)
-    model = Model(header.config, module, optimizer)
+    model = Model(header.config, module, optimizer, header.numerics.devices)
     check_versions(header, model, given)
     if header.n_bytes > max_output:
         raise PrequentialError(

@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--threads", type=int, default=1, help="CPU threads for XLA; a decoder needs at least as many cores (default: 1, decodes anywhere)"
     )
+    c.add_argument(
+        "--devices",
+        type=int,
+        metavar="N",
+        help="split the streams over N devices (on CPU, N simulated ones); a decoder needs N too (default: all local devices)",
+    )
     c.add_argument("--verify", action="store_true", help="decode the result in a fresh process before keeping it")
     checkpointing(c)
     c.add_argument("--json", metavar="PATH", help="write the description-length report as JSON")
@@ -256,6 +262,7 @@ def _compress(args: argparse.Namespace) -> None:
                     given=_given(args),
                     checkpoint=_checkpoint(args, output, n_bytes),
                     checkpoint_interval=args.checkpoint_interval,
+                    devices=args.devices,
                 )
             finally:
                 bar.close()
@@ -341,7 +348,13 @@ def _info(args: argparse.Namespace) -> None:
         "original_bytes": header.n_bytes,
         "sha256": header.sha256.hex(),
         "stored": header.stored,
-        "numerics": {"backend": n.backend, "device_kind": n.device_kind, "threads": n.threads, "xla_flags_digest": n.flags_digest.hex()},
+        "numerics": {
+            "backend": n.backend,
+            "device_kind": n.device_kind,
+            "devices": n.devices,
+            "threads": n.threads,
+            "xla_flags_digest": n.flags_digest.hex(),
+        },
         "library_digest": header.library_digest.hex(),
         "code_digest": header.code_digest.hex(),
         "fingerprint": header.fingerprint.hex(),

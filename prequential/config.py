@@ -42,6 +42,9 @@ class Config:
     streams: int = 8
     segment: int = 32
     memory: int = 32
+    # Devices the streams are split over (data parallel); 0: all local devices of the backend.
+    # The layout used is recorded in the header, and a decoder needs as many devices.
+    devices: int = 0
     # Optimizer: Adam with per-parameter clipping and a linear warm-up of the learning rate.
     learning_rate: float = 2.5e-4
     warmup_segments: int = 0
@@ -86,6 +89,8 @@ class Config:
             raise ConfigError(
                 "config fields 'count_orders', 'count_sparse', 'count_words', 'match_model' must be 0 when 'vocab_size' exceeds 256"
             )
+        if self.devices and self.streams % self.devices:
+            raise ConfigError(f"config field 'streams' ({self.streams}) must be a multiple of 'devices' ({self.devices})")
         if self.d_model % self.n_heads:
             raise ConfigError(f"config field 'd_model' ({self.d_model}) must be a multiple of 'n_heads' ({self.n_heads})")
         return self
@@ -102,6 +107,7 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "n_heads": (1, 256),
     "d_ff": (1, 65536),
     "streams": (1, 4096),
+    "devices": (0, 4096),
     "segment": (1, 4096),
     "memory": (1, 16384),
     "count_orders": (0, 7),

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from prequential.config import Config
 from prequential.errors import ConfigError
@@ -54,30 +55,50 @@ class Learner:
     config: Config
     module: nn.Module
     optimizer: optax.GradientTransformation
+    devices: int = 1  # the B streams are split over this many local devices
 
     @classmethod
-    def create(cls, config: Config, module: nn.Module | None = None, optimizer: optax.GradientTransformation | None = None) -> Learner:
-        return cls(config, module or Transformer(config), optimizer or optimizer_from_config(config))
+    def create(
+        cls, config: Config, module: nn.Module | None = None, optimizer: optax.GradientTransformation | None = None, devices: int = 1
+    ) -> Learner:
+        return cls(config, module or Transformer(config), optimizer or optimizer_from_config(config), devices)
+
+    def _jit(self, fn, in_specs: str, out_specs: str, **options):
+        """jit `fn`; over several devices, with every argument and result sharded along the streams
+        ("B") or replicated ("R"), one letter per argument and result. XLA's SPMD partitioner then
+        splits each computation by streams and combines the gradients with an all-reduce, whose
+        order is fixed for a given layout."""
+        if self.devices == 1:
+            return jax.jit(fn, **options)
+        mesh = jax.make_mesh(
+            (self.devices,), ("streams",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.local_devices()[: self.devices]
+        )
+        named = {"B": NamedSharding(mesh, PartitionSpec("streams")), "R": NamedSharding(mesh, PartitionSpec())}
+        shardings = [named[letter] for letter in in_specs], [named[letter] for letter in out_specs]
+        return jax.jit(
+            fn, in_shardings=tuple(shardings[0]), out_shardings=tuple(shardings[1]) if len(out_specs) > 1 else shardings[1][0], **options
+        )
 
     @functools.cached_property
     def train(self):
         """(state, window (B,M+T), targets (B,T), mask (B,T), counts) -> (new state, bits (B,T) before it)."""
-        return jax.jit(self._train, donate_argnums=0)
+        return self._jit(self._train, "RBBBB", "RB", donate_argnums=0)
 
     @functools.cached_property
     def prefill(self):
         """(params, memory (B,M)) -> cache for the segment that follows the memory."""
-        return jax.jit(self._prefill_cached if _has_cache_methods(self.module) else self._prefill_window)
+        return self._jit(self._prefill_cached if _has_cache_methods(self.module) else self._prefill_window, "RB", "B")
 
     @functools.cached_property
     def step(self):
         """(params, cache, tokens (B,), window position, counts) -> (probabilities (B,V) float32, cache)."""
-        return jax.jit(self._step_cached if _has_cache_methods(self.module) else self._step_window, donate_argnums=1)
+        step = self._step_cached if _has_cache_methods(self.module) else self._step_window
+        return self._jit(step, "RBBRB", "BB", donate_argnums=1)
 
     @functools.cached_property
     def init(self):
         """() -> the initial TrainState, from the config's seed."""
-        return jax.jit(self._init)
+        return self._jit(self._init, "", "R")
 
     def _init(self) -> TrainState:
         c = self.config
@@ -125,16 +146,20 @@ class Learner:
         return jax.nn.softmax(logits.astype(jnp.float32)), window
 
 
-def learner_for(config: Config, module: nn.Module | None = None, optimizer: optax.GradientTransformation | None = None) -> Learner:
-    """One compiled learner per (config, module, optimizer), shared by every run in a process."""
+def learner_for(
+    config: Config, module: nn.Module | None = None, optimizer: optax.GradientTransformation | None = None, devices: int = 1
+) -> Learner:
+    """One compiled learner per (config, module, optimizer, devices), shared by every run in a process."""
     if module is not None and config.count_channels:
         raise ConfigError("a user's module takes tokens only: set count_orders, count_words and match_model to 0")
-    return _cached_learner(config, module, optimizer)  # positional, so every call shares one cache key
+    if config.streams % devices:
+        raise ConfigError(f"{config.streams} streams cannot be split evenly over {devices} devices: choose a divisor of {config.streams}")
+    return _cached_learner(config, module, optimizer, devices)  # positional, so every call shares one cache key
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_learner(config: Config, module: nn.Module | None, optimizer: optax.GradientTransformation | None) -> Learner:
-    return Learner.create(config, module, optimizer)
+def _cached_learner(config: Config, module: nn.Module | None, optimizer: optax.GradientTransformation | None, devices: int) -> Learner:
+    return Learner.create(config, module, optimizer, devices)
 
 
 def params_digest(params: Any) -> bytes:

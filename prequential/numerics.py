@@ -29,9 +29,11 @@ class Numerics:
     device_kind: str  # e.g. "cpu" or "NVIDIA H100 80GB HBM3"
     threads: int  # CPU cores the process was pinned to
     flags_digest: bytes  # 4-byte hash of the XLA_FLAGS in effect
+    devices: int = 1  # in a header: the devices the streams were split over; at run time: those available
 
     def describe(self) -> str:
-        return f"{self.backend} ({self.device_kind}), {self.threads} CPU thread(s), XLA flags #{self.flags_digest.hex()}"
+        spread = f", {self.devices} devices" if self.devices > 1 else ""
+        return f"{self.backend} ({self.device_kind}){spread}, {self.threads} CPU thread(s), XLA flags #{self.flags_digest.hex()}"
 
 
 _active: Numerics | None = None  # the settings this process's JAX backend was created with
@@ -45,8 +47,11 @@ def _flags_digest(flags: str) -> bytes:
     return hashlib.blake2b(" ".join(sorted(flags.split())).encode(), digest_size=4).digest()
 
 
-def activate(backend: str = "cpu", threads: int | None = None, *, strict: bool = True) -> Numerics:
+def activate(backend: str = "cpu", threads: int | None = None, *, devices: int | None = None, strict: bool = True) -> Numerics:
     """Pin this process to `threads` cores and set determinism flags, then start JAX's backend.
+
+    `devices` asks for at least that many devices: on CPU, that many host devices are created
+    (jax_num_cpu_devices; they share the pinned cores); on GPU they must exist.
 
     Must run before anything else in the process computes with JAX: XLA's client cannot be
     rebuilt inside a process. If it already runs, the settings in effect are returned instead,
@@ -74,11 +79,22 @@ def activate(backend: str = "cpu", threads: int | None = None, *, strict: bool =
         flags += [f for f in _DETERMINISM_FLAGS[backend] if f not in flags]
         os.environ["XLA_FLAGS"] = " ".join(flags)
         jax.config.update("jax_platforms", backend)
+        if backend == "cpu" and devices:
+            jax.config.update("jax_num_cpu_devices", devices)
         _active = _observe(jax, threads)
     if _active.backend != backend or (strict and _active.threads != threads):
         raise NumericsError(
             f"this process already runs JAX on {_active.describe()}; {backend} with {threads} thread(s) "
             "needs a fresh process (the command-line tool starts one for each run)"
+        )
+    if devices and _active.devices < devices:
+        raise NumericsError(
+            f"{devices} {backend} devices are needed, this process has {_active.devices}: "
+            + (
+                "run in a fresh process (the command creates CPU devices before JAX starts)"
+                if backend == "cpu"
+                else f"use a machine with {devices}"
+            )
         )
     return _active
 
@@ -90,7 +106,7 @@ def _observe(jax, threads: int) -> Numerics:
         raise NumericsError(f"no JAX backend is available here: {str(err).splitlines()[0]}") from None
     backend = "cpu" if device.platform == "cpu" else "gpu"
     kind = "cpu" if backend == "cpu" else device.device_kind
-    return Numerics(backend, kind, threads, _flags_digest(os.environ.get("XLA_FLAGS", "")))
+    return Numerics(backend, kind, threads, _flags_digest(os.environ.get("XLA_FLAGS", "")), jax.local_device_count())
 
 
 def mismatches(recorded: Numerics, here: Numerics) -> list[str]:
@@ -102,6 +118,8 @@ def mismatches(recorded: Numerics, here: Numerics) -> list[str]:
         out.append(f"device: file {recorded.device_kind!r}, here {here.device_kind!r}")
     if recorded.threads != here.threads:
         out.append(f"CPU threads: file {recorded.threads}, here {here.threads}")
+    if recorded.devices != here.devices:
+        out.append(f"devices: file {recorded.devices}, here {here.devices}")
     if recorded.flags_digest != here.flags_digest:
         out.append("XLA_FLAGS differ from the encoder's (unset any XLA_FLAGS of your own)")
     return out

@@ -1,0 +1,42 @@
+"""Data-parallel streams over several devices (4 simulated CPU devices): round trip and refusal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import SAMPLE, one_line_error, run_cli
+
+REFUSE_WITH_TWO = """
+import sys
+from prequential import numerics
+numerics.activate("cpu", 1, devices=2)  # JAX starts here with 2 devices
+import prequential
+try:
+    prequential.decompress(open(sys.argv[1], "rb").read())
+except prequential.PrequentialError as err:
+    print(err)
+    sys.exit(1)
+"""
+
+
+def test_four_devices_round_trip_and_two_are_refused(tmp_path):
+    (tmp_path / "in").write_bytes(SAMPLE[:3000])
+    done = run_cli("compress", "-q", "-k", "--preset", "tiny", "--devices", "4", "in", "--json", "r.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    info = run_cli("info", "in.pq", "--json", "i.json", cwd=tmp_path)
+    assert json.loads((tmp_path / "i.json").read_text())["numerics"]["devices"] == 4, info.stderr.decode()
+    restored = run_cli("decompress", "-q", "-k", "in.pq", "-o", "out", cwd=tmp_path)  # a fresh process makes 4 devices
+    assert restored.returncode == 0, restored.stderr.decode()
+    assert (tmp_path / "out").read_bytes() == SAMPLE[:3000]
+    refused = subprocess.run([sys.executable, "-c", REFUSE_WITH_TWO, "in.pq"], cwd=tmp_path, capture_output=True, text=True)
+    assert refused.returncode == 1, refused.stderr
+    assert "split over 4 devices" in refused.stdout and "has 2" in refused.stdout
+
+
+def test_devices_must_divide_the_streams(tmp_path):
+    (tmp_path / "in").write_bytes(SAMPLE[:500])
+    done = run_cli("compress", "-q", "-k", "--preset", "tiny", "--devices", "3", "in", cwd=tmp_path)
+    assert "cannot be split evenly over 3 devices" in one_line_error(done)
+    assert not (tmp_path / "in.pq").exists()
