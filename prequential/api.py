@@ -183,10 +183,11 @@ def encode(
             )
         )
         out.write(header)
-        if stored:
-            if isinstance(tokens, FileStore):
-                data.seek(tokens.offset)
-            _copy(io.BytesIO(data) if isinstance(data, bytes) else data, out, n_bytes)
+        if stored and isinstance(data, bytes):
+            out.write(data)
+        elif stored:
+            data.seek(tokens.offset)
+            _copy(data, out, n_bytes)
         else:
             payload.seek(0)
             shutil.copyfileobj(payload, out)

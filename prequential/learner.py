@@ -74,10 +74,8 @@ class Learner:
             (self.devices,), ("streams",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.local_devices()[: self.devices]
         )
         named = {"B": NamedSharding(mesh, PartitionSpec("streams")), "R": NamedSharding(mesh, PartitionSpec())}
-        shardings = [named[letter] for letter in in_specs], [named[letter] for letter in out_specs]
-        return jax.jit(
-            fn, in_shardings=tuple(shardings[0]), out_shardings=tuple(shardings[1]) if len(out_specs) > 1 else shardings[1][0], **options
-        )
+        inputs, outputs = (tuple(named[letter] for letter in specs) for specs in (in_specs, out_specs))
+        return jax.jit(fn, in_shardings=inputs, out_shardings=outputs if len(outputs) > 1 else outputs[0], **options)
 
     @functools.cached_property
     def train(self):
