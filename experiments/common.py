@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from datetime import date
 from pathlib import Path
 
 from prequential import accounting, numerics
 
-CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+# PREQUENTIAL_CORPORA points elsewhere, e.g. to a copy carried to a machine without ../shared.
+CORPORA = Path(os.environ.get("PREQUENTIAL_CORPORA") or Path(__file__).resolve().parents[2] / "shared" / "corpora")
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 

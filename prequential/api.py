@@ -105,6 +105,7 @@ def encode(
     checkpoint: str | None = None,
     checkpoint_interval: float = 60.0,
     devices: int | None = None,
+    backend: str = "cpu",
 ) -> accounting.Report:
     """Compress `data` (bytes, or a binary file read from its position to its end) to the stream
     `out`; return the itemized description length. A file is streamed: memory stays bounded.
@@ -118,12 +119,13 @@ def encode(
     byte-identical to an uninterrupted run. The checkpoint is removed on success.
     `devices` (else the config's `devices`, else all local devices that divide the streams evenly)
     splits the streams over that many devices; on CPU they are created (simulated). The file
-    records the layout, and a decoder needs as many devices.
+    records the layout, and a decoder needs as many devices. `backend` "gpu" computes on the GPU
+    with XLA's deterministic flags; such a file decodes only on the same GPU kind.
     """
     config = resolve_config(config)
     started = time.perf_counter()
     asked = devices or config.devices or None
-    here = numerics.activate("cpu", threads, devices=asked)
+    here = numerics.activate(backend, threads, devices=asked)
     layout_devices = asked or max(d for d in range(1, here.devices + 1) if config.streams % d == 0)
     model = Model(config, module, optimizer, layout_devices)
     here = dataclasses.replace(here, devices=layout_devices)
@@ -139,6 +141,7 @@ def encode(
             "sha256": sha256.hex(),
             "given": given_sha256.hex() if given_sha256 is not None else None,
             "threads": here.threads,
+            "device": f"{here.backend} {here.device_kind}",
         }
         saver = checkpoints.Checkpointer(checkpoint, identity, checkpoint_interval)
     with _payload_file(saver) as payload:
@@ -258,7 +261,8 @@ def prepare_numerics(header: container.Header) -> numerics.Numerics:
     try:
         here = numerics.activate(header.numerics.backend, threads, devices=wanted, strict=False)
     except NumericsError as err:
-        raise NumericsError(f"refusing to decode: the file's streams were split over {wanted} devices; {err}") from None
+        made = f"{header.numerics.backend} ({header.numerics.device_kind})" + (f", its streams split over {wanted} devices" if wanted > 1 else "")
+        raise NumericsError(f"refusing to decode: the file was made on {made}; {err}") from None
     if header.numerics.device_kind != here.device_kind:
         raise NumericsError(
             f"file made on {header.numerics.device_kind!r}, this machine has {here.device_kind!r}: "

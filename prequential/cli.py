@@ -55,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--checkpoint-interval", type=float, default=60.0, metavar="SECONDS", help="at most this often (default 60)")
         q.add_argument("--resume", action="store_true", help="go on from the checkpoint of an interrupted run")
 
+    def backend(q: argparse.ArgumentParser) -> None:
+        q.add_argument(
+            "--backend",
+            choices=numerics.BACKENDS,
+            default="cpu",
+            help="where XLA computes: cpu (default) or gpu, with deterministic flags; a decoder needs the same device kind",
+        )
+
     def model(q: argparse.ArgumentParser) -> None:
         q.add_argument("--preset", help=f"named configuration: {', '.join(configs.PRESETS)} (default: default)")
         q.add_argument("--config", metavar="PATH", help="TOML or JSON file of config fields (may name a preset)")
@@ -71,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="split the streams over N devices (on CPU, N simulated ones); a decoder needs N too (default: all local devices)",
     )
+    backend(c)
     c.add_argument("--verify", action="store_true", help="decode the result in a fresh process before keeping it")
     checkpointing(c)
     c.add_argument("--json", metavar="PATH", help="write the description-length report as JSON")
@@ -97,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     model(e)
     e.add_argument("--given", metavar="X", help="train on file X first and report L(DATA | X) next to L(DATA)")
     e.add_argument("--threads", type=int, help="CPU threads for XLA (default: all; nothing needs decoding)")
+    backend(e)
     e.add_argument("--json", metavar="PATH", help="write the result as JSON (schema: docs/measure.md)")
     e.add_argument("--plot", metavar="PATH", help="write the learning curve (PNG, or SVG by suffix)")
     checkpointing(e)
@@ -107,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--presets", help="comma-separated preset names")
     r.add_argument("--configs", help="comma-separated TOML/JSON config files")
     r.add_argument("--threads", type=int, help="CPU threads for XLA (default: all)")
+    backend(r)
     r.add_argument("--json", metavar="PATH", help="write the results and the crossing points as JSON")
     r.add_argument("--plot", metavar="PATH", help="write the cumulative description lengths (PNG, or SVG by suffix)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -263,6 +274,7 @@ def _compress(args: argparse.Namespace) -> None:
                     checkpoint=_checkpoint(args, output, n_bytes),
                     checkpoint_interval=args.checkpoint_interval,
                     devices=args.devices,
+                    backend=args.backend,
                 )
             finally:
                 bar.close()
@@ -372,7 +384,7 @@ def _info(args: argparse.Namespace) -> None:
 
 def _measure(args: argparse.Namespace) -> None:
     config = _config(args)
-    numerics.activate("cpu", args.threads)
+    numerics.activate(args.backend, args.threads)
     data = _read_input(args.file)
     if not data:
         raise UsageError(f"{args.file!r} is empty: there is nothing to measure")
@@ -403,7 +415,7 @@ def _compare(args: argparse.Namespace) -> None:
         if args.presets
         else {Path(path).stem: configs.load(path) for path in args.configs.split(",")}
     )
-    numerics.activate("cpu", args.threads)
+    numerics.activate(args.backend, args.threads)
     data = _read_input(args.file)
     if not data:
         raise UsageError(f"{args.file!r} is empty: there is nothing to measure")

@@ -155,6 +155,8 @@ PRESETS: dict[str, Config] = {
     "strong": Config(count_sparse=1, streams=4, segment=16, memory=16),
     # NNCP's default transformer shape (4 layers, d_model 256): much slower, barely stronger here.
     "large": Config(n_layers=4, d_model=256, n_heads=8, d_ff=1024),
+    # For a GPU (--backend gpu): 25 M parameters, and 64 streams so that each step codes 64 bytes.
+    "xl": Config(n_layers=8, d_model=512, n_heads=8, d_ff=2048, streams=64, learning_rate=1.5e-4),
 }
 
 

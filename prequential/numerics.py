@@ -21,6 +21,8 @@ _DETERMINISM_FLAGS = {
     "gpu": ("--xla_gpu_deterministic_ops=true", "--xla_gpu_autotune_level=0"),
 }
 BACKENDS = tuple(_DETERMINISM_FLAGS)
+# JAX's platform for each backend. Not JAX's alias "gpu": it also asks for ROCm, and fails where that is missing.
+_JAX_PLATFORM = {"cpu": "cpu", "gpu": "cuda"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +80,10 @@ def activate(backend: str = "cpu", threads: int | None = None, *, devices: int |
         flags = os.environ.get("XLA_FLAGS", "").split()
         flags += [f for f in _DETERMINISM_FLAGS[backend] if f not in flags]
         os.environ["XLA_FLAGS"] = " ".join(flags)
-        jax.config.update("jax_platforms", backend)
+        jax.config.update("jax_platforms", _JAX_PLATFORM[backend])
         if backend == "cpu" and devices:
             jax.config.update("jax_num_cpu_devices", devices)
-        _active = _observe(jax, threads)
+        _active = _observe(jax, threads, backend)
     if _active.backend != backend or (strict and _active.threads != threads):
         raise NumericsError(
             f"this process already runs JAX on {_active.describe()}; {backend} with {threads} thread(s) "
@@ -99,11 +101,13 @@ def activate(backend: str = "cpu", threads: int | None = None, *, devices: int |
     return _active
 
 
-def _observe(jax, threads: int) -> Numerics:
+def _observe(jax, threads: int, backend: str | None = None) -> Numerics:
     try:
         device = jax.devices()[0]
-    except RuntimeError as err:
-        raise NumericsError(f"no JAX backend is available here: {str(err).splitlines()[0]}") from None
+    except (RuntimeError, AssertionError) as err:  # JAX asserts where no plugin provides the platform at all
+        hint = " (a GPU needs an NVIDIA driver and JAX's CUDA plugin: pip install 'jax[cuda13]')" if backend == "gpu" else ""
+        detail = str(err).splitlines()[0] if str(err) else "JAX found no such platform"
+        raise NumericsError(f"no {backend or 'JAX'} backend is available here{hint}: {detail}") from None
     backend = "cpu" if device.platform == "cpu" else "gpu"
     kind = "cpu" if backend == "cpu" else device.device_kind
     return Numerics(backend, kind, threads, _flags_digest(os.environ.get("XLA_FLAGS", "")), jax.local_device_count())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
 
+import pytest
 from conftest import SAMPLE, one_line_error, run_cli
 
 REFUSE_WITH_TWO = """
@@ -39,4 +41,16 @@ def test_devices_must_divide_the_streams(tmp_path):
     (tmp_path / "in").write_bytes(SAMPLE[:500])
     done = run_cli("compress", "-q", "-k", "--preset", "tiny", "--devices", "3", "in", cwd=tmp_path)
     assert "cannot be split evenly over 3 devices" in one_line_error(done)
+    assert not (tmp_path / "in.pq").exists()
+
+
+HAS_CUDA_PLUGIN = any((d.metadata["Name"] or "").startswith("jax-cuda") for d in importlib.metadata.distributions())
+
+
+@pytest.mark.skipif(HAS_CUDA_PLUGIN, reason="JAX's CUDA plugin is installed here: the GPU backend may well start")
+def test_gpu_backend_without_a_gpu_is_one_clear_line(tmp_path):
+    """The GPU path up to JAX's start runs on CPU machines too: it must fail cleanly there."""
+    (tmp_path / "in").write_bytes(SAMPLE[:500])
+    done = run_cli("compress", "-q", "-k", "--preset", "tiny", "--backend", "gpu", "in", cwd=tmp_path)
+    assert "no gpu backend is available here" in one_line_error(done)
     assert not (tmp_path / "in.pq").exists()
