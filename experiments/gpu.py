@@ -26,7 +26,7 @@ from pathlib import Path
 
 from common import CORPORA, DOCS, provenance
 
-PRESETS = "default,large,xl"
+DEFAULT_PRESETS = "default,large,xl"
 
 
 class TimedLearner:
@@ -63,14 +63,15 @@ def cell(backend: str, name: str, data: bytes, profile_segments: int) -> dict:
     import numpy as np
 
     from prequential import api, numerics
+    from prequential import config as configs
     from prequential.coder import Encoder
-    from prequential.config import preset
+    from prequential.config import PRESETS, preset
     from prequential.learner import learner_for
     from prequential.replay import Layout, replay
     from prequential.store import ArrayStore
 
     here = numerics.activate(backend, None if backend == "cpu" else 1)
-    config = preset(name)
+    config = preset(name) if name in PRESETS else configs.load(name)  # a preset, or a TOML/JSON config file
     started = time.perf_counter()
     api.compress(data[: config.streams * config.segment], config, threads=here.threads, backend=backend)  # compiles every function
     compile_s = time.perf_counter() - started
@@ -97,7 +98,7 @@ def cell(backend: str, name: str, data: bytes, profile_segments: int) -> dict:
         "backend": backend,
         "device": here.device_kind,
         "threads": here.threads,
-        "preset": name,
+        "preset": Path(name).stem,
         "params": int(params),
         "streams": config.streams,
         "bytes": len(data),
@@ -156,7 +157,7 @@ def speed_row(backend: str, name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", default=PRESETS)
+    parser.add_argument("--presets", default=DEFAULT_PRESETS, help="preset names or config files")
     parser.add_argument("--file", default="canterbury/alice29.txt")
     parser.add_argument("--bytes", type=int, default=152089, help="input size on the GPU")
     parser.add_argument("--cpu-bytes", type=int, default=16384, help="input size on the CPU (all its cores)")

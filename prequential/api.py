@@ -26,7 +26,7 @@ from prequential import accounting, container, numerics
 from prequential import checkpoint as checkpoints
 from prequential.coder import Decoder, Encoder
 from prequential.config import Config, preset, to_compact
-from prequential.errors import FormatError, NumericsError, PrequentialError, VersionError
+from prequential.errors import ConfigError, FormatError, NumericsError, PrequentialError, VersionError
 from prequential.learner import Learner, fingerprint, learner_for
 from prequential.measure import as_tokens, module_source
 from prequential.replay import Carry, Layout, Progress, Snapshot, replay, train_pass
@@ -127,6 +127,11 @@ def encode(
     asked = devices or config.devices or None
     here = numerics.activate(backend, threads, devices=asked)
     layout_devices = asked or max(d for d in range(1, here.devices + 1) if config.streams % d == 0)
+    if here.processes > 1 and layout_devices != here.devices:
+        raise ConfigError(
+            f"{here.processes} processes split the streams over all their {here.devices} devices: "
+            f"choose a number of streams that {here.devices} divides (the config has {config.streams})"
+        )
     model = Model(config, module, optimizer, layout_devices)
     here = dataclasses.replace(here, devices=layout_devices)
     tokens, n_bytes, sha256 = _open_input(data)
@@ -261,8 +266,14 @@ def prepare_numerics(header: container.Header) -> numerics.Numerics:
     try:
         here = numerics.activate(header.numerics.backend, threads, devices=wanted, strict=False)
     except NumericsError as err:
-        made = f"{header.numerics.backend} ({header.numerics.device_kind})" + (f", its streams split over {wanted} devices" if wanted > 1 else "")
+        made = f"{header.numerics.backend} ({header.numerics.device_kind})"
+        made += f", its streams split over {wanted} devices" if wanted > 1 else ""
         raise NumericsError(f"refusing to decode: the file was made on {made}; {err}") from None
+    if here.processes != header.numerics.processes:
+        raise NumericsError(
+            f"refusing to decode: the file was made by {header.numerics.processes} process(es) together, this run has "
+            f"{here.processes}: run decompress as the encoder ran (--coordinator, --processes, --process-id)"
+        )
     if header.numerics.device_kind != here.device_kind:
         raise NumericsError(
             f"file made on {header.numerics.device_kind!r}, this machine has {here.device_kind!r}: "

@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
             help="where XLA computes: cpu (default) or gpu, with deterministic flags; a decoder needs the same device kind",
         )
 
+    def cluster(q: argparse.ArgumentParser) -> None:
+        g = q.add_argument_group("several processes (hosts) together, through jax.distributed; each runs the same command")
+        g.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (every process gives the same)")
+        g.add_argument("--processes", type=int, metavar="N", help="how many processes run together")
+        g.add_argument("--process-id", type=int, metavar="I", help="this process's number, 0..N-1; process 0 writes the output")
+
     def model(q: argparse.ArgumentParser) -> None:
         q.add_argument("--preset", help=f"named configuration: {', '.join(configs.PRESETS)} (default: default)")
         q.add_argument("--config", metavar="PATH", help="TOML or JSON file of config fields (may name a preset)")
@@ -80,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         help="split the streams over N devices (on CPU, N simulated ones); a decoder needs N too (default: all local devices)",
     )
     backend(c)
+    cluster(c)
     c.add_argument("--verify", action="store_true", help="decode the result in a fresh process before keeping it")
     checkpointing(c)
     c.add_argument("--json", metavar="PATH", help="write the description-length report as JSON")
@@ -93,9 +100,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="refuse files that declare more output (default: 16G; suffixes K M G T)",
     )
+    cluster(d)
 
     v = sub.add_parser("verify", help="decode FILE.pq and check its SHA-256, writing nothing")
     common(v, output=False)
+    cluster(v)
 
     m = sub.add_parser("demo", help="compress, decompress (in a fresh process) and verify an embedded sample text")
     m.add_argument("--preset", default="default", help=f"one of: {', '.join(configs.PRESETS)}")
@@ -259,10 +268,12 @@ def _compress(args: argparse.Namespace) -> None:
     output = _output_name(args, compressing=True)
     if output == "-" and sys.stdout.isatty():
         raise UsageError("refusing to write compressed data to a terminal; use -o or redirect standard output")
+    together = _join_cluster(args, args.backend, args.threads, args.devices)
+    primary = numerics.is_primary()
     with _input_file(args.file) as source:
         n_bytes = os.fstat(source.fileno()).st_size
-        bar = _ProgressBar(n_bytes, "compress", args.quiet)
-        with _atomic_output(output, args.force) as out:
+        bar = _ProgressBar(n_bytes, "compress", args.quiet or not primary)
+        with _atomic_output(output, args.force) if primary else tempfile.TemporaryFile() as out:
             try:
                 report = api.encode(
                     source,
@@ -271,16 +282,18 @@ def _compress(args: argparse.Namespace) -> None:
                     threads=args.threads,
                     progress=bar,
                     given=_given(args),
-                    checkpoint=_checkpoint(args, output, n_bytes),
+                    checkpoint=None if together else _checkpoint(args, output, n_bytes),
                     checkpoint_interval=args.checkpoint_interval,
                     devices=args.devices,
                     backend=args.backend,
                 )
             finally:
                 bar.close()
-            if args.verify:
+            if args.verify and not together:  # one process alone cannot decode a file made by several
                 out.flush()
                 _verify_in_fresh_process(out.name, args.given)
+        if not primary:
+            return
         if (args.json or not args.quiet) and n_bytes <= BASELINE_LIMIT:
             source.seek(0)
             report.baselines = accounting.baselines(source)
@@ -288,7 +301,23 @@ def _compress(args: argparse.Namespace) -> None:
         print(report.format(), file=sys.stderr)
     if args.json:
         _write_json(args.json, report.to_dict())
-    _finish(args, output)
+    if not together:  # the other processes may still read the input
+        _finish(args, output)
+
+
+def _join_cluster(args: argparse.Namespace, backend: str, threads: int, devices: int | None) -> bool:
+    """Start JAX as one of several processes if the command asks for it; whether it did."""
+    given = [args.coordinator, args.processes, args.process_id]
+    if all(value is None for value in given):
+        return False
+    if any(value is None for value in given):
+        raise UsageError("several processes need all of --coordinator, --processes and --process-id")
+    if args.file == "-" or getattr(args, "output", None) == "-":
+        raise UsageError("several processes read and write files by name, not standard input or output (gloo writes to stdout)")
+    if getattr(args, "checkpoint", None) or getattr(args, "resume", False):
+        raise UsageError("checkpoints are not supported with several processes")
+    numerics.activate(backend, threads, devices=devices, cluster=numerics.Cluster(args.coordinator, args.processes, args.process_id))
+    return True
 
 
 def _config(args: argparse.Namespace) -> configs.Config:
@@ -328,24 +357,39 @@ def _decode_to(args: argparse.Namespace, out: BinaryIO, max_output: int = api.DE
     with _input_file(args.file) as source:
         header, _ = api.inspect(source)  # a corrupt file is refused before any model runs
         source.seek(0)
-        bar = _ProgressBar(header.n_bytes, "decompress", args.quiet)
+        bar = _ProgressBar(header.n_bytes, "decompress", args.quiet or not numerics.is_primary())
         try:
             api.decode(source, out, progress=bar, max_output=max_output, given=_given(args), scratch=scratch)
         finally:
             bar.close()
 
 
+def _join_decoders(args: argparse.Namespace) -> bool:
+    """Start JAX as one of several processes, with the file's backend and devices, if asked."""
+    if args.coordinator is None and args.processes is None and args.process_id is None:
+        return False
+    with _input_file(args.file) as source:
+        n = api.inspect(source)[0].numerics
+    return _join_cluster(args, n.backend, min(n.threads, numerics.usable_cores()), n.devices)
+
+
 def _decompress(args: argparse.Namespace) -> None:
     output = _output_name(args, compressing=False)
+    if _join_decoders(args) and not numerics.is_primary():
+        with open(os.devnull, "wb") as sink:
+            _decode_to(args, sink, args.max_output_size)
+        return
     with _atomic_output(output, args.force) as out:
         _decode_to(args, out, args.max_output_size, scratch=os.path.dirname(out.name))
-    _finish(args, output)
+    if args.processes is None:  # the other processes may still read the input
+        _finish(args, output)
 
 
 def _verify(args: argparse.Namespace) -> None:
+    _join_decoders(args)
     with open(os.devnull, "wb") as sink:
         _decode_to(args, sink)
-    if not args.quiet:
+    if not args.quiet and numerics.is_primary():
         print(f"{args.file}: OK", file=sys.stderr)
 
 
@@ -364,6 +408,7 @@ def _info(args: argparse.Namespace) -> None:
             "backend": n.backend,
             "device_kind": n.device_kind,
             "devices": n.devices,
+            "processes": n.processes,
             "threads": n.threads,
             "xla_flags_digest": n.flags_digest.hex(),
         },

@@ -4,7 +4,7 @@ Layout (integers little-endian; varint = unsigned LEB128; str8/str16 = length-pr
 
     header: magic "\\x89PQZ" | format u8 | flags u8 | n_bytes varint | sha256 32B
             | package version str8 | library digest 4B | code digest 4B
-            | backend str8 | device kind str8 | threads u16 | devices varint | XLA flags digest 4B
+            | backend str8 | device kind str8 | threads u16 | devices varint | processes varint | XLA flags digest 4B
             | fingerprint 8B | preset str8 | config overrides str16 (compact JSON)
             | [flag GIVEN: sha256 of the given data 32B] | crc32 u32
     block:  n_words varint | n_sync x parameter digest 4B | [last block: ideal bits f64]
@@ -146,6 +146,7 @@ def encode_header(h: Header) -> bytes:
     w.string(h.numerics.device_kind, 1)
     w.raw(struct.pack("<H", h.numerics.threads))
     w.varint(h.numerics.devices)
+    w.varint(h.numerics.processes)
     w.raw(h.numerics.flags_digest + h.fingerprint)
     preset_name, overrides = to_compact(h.config)
     w.string(preset_name, 1)
@@ -171,6 +172,7 @@ def read_header(stream: BinaryIO) -> Header:
     backend, device_kind = r.string(1, "header"), r.string(1, "header")
     (threads,) = struct.unpack("<H", r.raw(2, "header"))
     devices = r.varint("header")
+    processes = r.varint("header")
     flags_digest, fingerprint = r.raw(4, "header"), r.raw(8, "header")
     preset_name, overrides = r.string(1, "header"), r.string(2, "header")
     given = r.raw(32, "header") if flags & FLAG_GIVEN else None
@@ -181,9 +183,9 @@ def read_header(stream: BinaryIO) -> Header:
         config = from_compact(preset_name, overrides)
     except ConfigError as err:
         raise FormatError(f"file is corrupt or from another version (header config: {err})") from None
-    if not 1 <= devices <= MAX_DEVICES:
-        raise FormatError(f"file is corrupt (header declares {devices} devices)")
-    numerics = Numerics(backend, device_kind, threads, flags_digest, devices)
+    if not 1 <= processes <= devices <= MAX_DEVICES:
+        raise FormatError(f"file is corrupt (header declares {devices} devices in {processes} processes)")
+    numerics = Numerics(backend, device_kind, threads, flags_digest, devices, processes)
     return Header(flags, n_bytes, sha, package_version, library_digest, code_digest, numerics, fingerprint, config, given)
 
 

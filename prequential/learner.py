@@ -67,20 +67,22 @@ class Learner:
         """jit `fn`; over several devices, with every argument and result sharded along the streams
         ("B") or replicated ("R"), one letter per argument and result. XLA's SPMD partitioner then
         splits each computation by streams and combines the gradients with an all-reduce, whose
-        order is fixed for a given layout."""
+        order is fixed for a given layout. Results the host reads are replicated, so every process
+        holds all of them; over several processes, host arrays are made global arrays first."""
         if self.devices == 1:
             return jax.jit(fn, **options)
-        mesh = jax.make_mesh(
-            (self.devices,), ("streams",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.local_devices()[: self.devices]
-        )
+        mesh = jax.make_mesh((self.devices,), ("streams",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[: self.devices])
         named = {"B": NamedSharding(mesh, PartitionSpec("streams")), "R": NamedSharding(mesh, PartitionSpec())}
         inputs, outputs = (tuple(named[letter] for letter in specs) for specs in (in_specs, out_specs))
-        return jax.jit(fn, in_shardings=inputs, out_shardings=outputs if len(outputs) > 1 else outputs[0], **options)
+        jitted = jax.jit(fn, in_shardings=inputs, out_shardings=outputs if len(outputs) > 1 else outputs[0], **options)
+        if jax.process_count() == 1:
+            return jitted
+        return lambda *args: jitted(*(_global(arg, sharding) for arg, sharding in zip(args, inputs, strict=True)))
 
     @functools.cached_property
     def train(self):
         """(state, window (B,M+T), targets (B,T), mask (B,T), counts) -> (new state, bits (B,T) before it)."""
-        return self._jit(self._train, "RBBBB", "RB", donate_argnums=0)
+        return self._jit(self._train, "RBBBB", "RR", donate_argnums=0)
 
     @functools.cached_property
     def prefill(self):
@@ -91,7 +93,7 @@ class Learner:
     def step(self):
         """(params, cache, tokens (B,), window position, counts) -> (probabilities (B,V) float32, cache)."""
         step = self._step_cached if _has_cache_methods(self.module) else self._step_window
-        return self._jit(step, "RBBRB", "BB", donate_argnums=1)
+        return self._jit(step, "RBBRB", "RB", donate_argnums=1)
 
     @functools.cached_property
     def init(self):
@@ -142,6 +144,19 @@ class Learner:
         window = jax.lax.dynamic_update_slice_in_dim(window, tokens[:, None], pos, axis=1)
         logits = jax.lax.dynamic_index_in_dim(self.module.apply(params, window), pos, axis=1, keepdims=False)
         return jax.nn.softmax(logits.astype(jnp.float32)), window
+
+
+def _global(tree: Any, sharding: NamedSharding) -> Any:
+    """Host values (the same on every process) as global arrays of `sharding`; arrays stay."""
+
+    def place(leaf: Any) -> Any:
+        if isinstance(leaf, jax.Array):
+            return leaf
+        # A private copy: on CPU the array may alias it while the caller reuses its own buffer.
+        value = np.array(leaf, np.int32) if isinstance(leaf, int) else np.array(leaf)  # a position: int32, as jit makes it
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    return jax.tree_util.tree_map(place, tree)
 
 
 def learner_for(

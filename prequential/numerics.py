@@ -32,10 +32,26 @@ class Numerics:
     threads: int  # CPU cores the process was pinned to
     flags_digest: bytes  # 4-byte hash of the XLA_FLAGS in effect
     devices: int = 1  # in a header: the devices the streams were split over; at run time: those available
+    processes: int = 1  # JAX processes (hosts) those devices belong to
 
     def describe(self) -> str:
         spread = f", {self.devices} devices" if self.devices > 1 else ""
+        spread += f" in {self.processes} processes" if self.processes > 1 else ""
         return f"{self.backend} ({self.device_kind}){spread}, {self.threads} CPU thread(s), XLA flags #{self.flags_digest.hex()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """Where this process stands among several (hosts, or processes on one host): the arguments of
+    `jax.distributed.initialize`. Every process runs the same command on the same files."""
+
+    coordinator: str  # host:port of process 0
+    processes: int
+    process_id: int
+
+    def __post_init__(self) -> None:
+        if self.processes < 1 or not 0 <= self.process_id < self.processes:
+            raise NumericsError(f"process id {self.process_id} is not one of {self.processes} processes (0..{self.processes - 1})")
 
 
 _active: Numerics | None = None  # the settings this process's JAX backend was created with
@@ -49,11 +65,15 @@ def _flags_digest(flags: str) -> bytes:
     return hashlib.blake2b(" ".join(sorted(flags.split())).encode(), digest_size=4).digest()
 
 
-def activate(backend: str = "cpu", threads: int | None = None, *, devices: int | None = None, strict: bool = True) -> Numerics:
+def activate(
+    backend: str = "cpu", threads: int | None = None, *, devices: int | None = None, cluster: Cluster | None = None, strict: bool = True
+) -> Numerics:
     """Pin this process to `threads` cores and set determinism flags, then start JAX's backend.
 
-    `devices` asks for at least that many devices: on CPU, that many host devices are created
-    (jax_num_cpu_devices; they share the pinned cores); on GPU they must exist.
+    `devices` asks for at least that many devices in all: on CPU, that many host devices are
+    created (jax_num_cpu_devices, shared out over the processes; they share the pinned cores); on
+    GPU they must exist. With `cluster`, this process joins the others through
+    `jax.distributed.initialize` (on CPU, with gloo collectives) and the devices are global.
 
     Must run before anything else in the process computes with JAX: XLA's client cannot be
     rebuilt inside a process. If it already runs, the settings in effect are returned instead,
@@ -81,13 +101,24 @@ def activate(backend: str = "cpu", threads: int | None = None, *, devices: int |
         flags += [f for f in _DETERMINISM_FLAGS[backend] if f not in flags]
         os.environ["XLA_FLAGS"] = " ".join(flags)
         jax.config.update("jax_platforms", _JAX_PLATFORM[backend])
+        processes = cluster.processes if cluster else 1
         if backend == "cpu" and devices:
-            jax.config.update("jax_num_cpu_devices", devices)
+            if devices % processes:
+                raise NumericsError(f"{devices} CPU devices cannot be shared out evenly over {processes} processes")
+            jax.config.update("jax_num_cpu_devices", devices // processes)
+        if cluster:
+            if backend == "cpu":
+                jax.config.update("jax_cpu_collectives_implementation", "gloo")
+            try:
+                jax.distributed.initialize(cluster.coordinator, cluster.processes, cluster.process_id)
+            except (RuntimeError, ValueError) as err:
+                raise NumericsError(f"cannot join the processes at {cluster.coordinator}: {str(err).splitlines()[0]}") from None
         _active = _observe(jax, threads, backend)
-    if _active.backend != backend or (strict and _active.threads != threads):
+    if _active.backend != backend or (strict and _active.threads != threads) or (cluster and cluster.processes != _active.processes):
         raise NumericsError(
-            f"this process already runs JAX on {_active.describe()}; {backend} with {threads} thread(s) "
-            "needs a fresh process (the command-line tool starts one for each run)"
+            f"this process already runs JAX on {_active.describe()}; {backend} with {threads} thread(s)"
+            + (f" in {cluster.processes} processes" if cluster else "")
+            + " needs a fresh process (the command-line tool starts one for each run)"
         )
     if devices and _active.devices < devices:
         raise NumericsError(
@@ -110,7 +141,17 @@ def _observe(jax, threads: int, backend: str | None = None) -> Numerics:
         raise NumericsError(f"no {backend or 'JAX'} backend is available here{hint}: {detail}") from None
     backend = "cpu" if device.platform == "cpu" else "gpu"
     kind = "cpu" if backend == "cpu" else device.device_kind
-    return Numerics(backend, kind, threads, _flags_digest(os.environ.get("XLA_FLAGS", "")), jax.local_device_count())
+    flags = _flags_digest(os.environ.get("XLA_FLAGS", ""))
+    return Numerics(backend, kind, threads, flags, jax.device_count(), jax.process_count())
+
+
+def is_primary() -> bool:
+    """Whether this process writes the results: the only one, or process 0 of several."""
+    if _active is None or _active.processes == 1:
+        return True
+    import jax
+
+    return jax.process_index() == 0
 
 
 def mismatches(recorded: Numerics, here: Numerics) -> list[str]:
@@ -124,6 +165,8 @@ def mismatches(recorded: Numerics, here: Numerics) -> list[str]:
         out.append(f"CPU threads: file {recorded.threads}, here {here.threads}")
     if recorded.devices != here.devices:
         out.append(f"devices: file {recorded.devices}, here {here.devices}")
+    if recorded.processes != here.processes:
+        out.append(f"processes: file {recorded.processes}, here {here.processes}")
     if recorded.flags_digest != here.flags_digest:
         out.append("XLA_FLAGS differ from the encoder's (unset any XLA_FLAGS of your own)")
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import socket
 import subprocess
 import sys
 
@@ -54,3 +55,39 @@ def test_gpu_backend_without_a_gpu_is_one_clear_line(tmp_path):
     done = run_cli("compress", "-q", "-k", "--preset", "tiny", "--backend", "gpu", "in", cwd=tmp_path)
     assert "no gpu backend is available here" in one_line_error(done)
     assert not (tmp_path / "in.pq").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _together(*args: str, processes: int, cwd) -> list[subprocess.CompletedProcess]:
+    """The same command in `processes` processes joined through jax.distributed on this host."""
+    port = _free_port()
+    command = [sys.executable, "-m", "prequential", *args, "--coordinator", f"localhost:{port}", "--processes", str(processes)]
+    running = [
+        subprocess.Popen([*command, "--process-id", str(i)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for i in range(processes)
+    ]
+    outputs = [p.communicate(timeout=300) for p in running]
+    return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(running, outputs, strict=True)]
+
+
+def test_two_processes_round_trip_and_one_is_refused(tmp_path):
+    """Two processes (as on two hosts) with 2 CPU devices each: one 4-device mesh, gloo all-reduce."""
+    data = SAMPLE[:3000]
+    (tmp_path / "in").write_bytes(data)
+    for done in _together("compress", "-q", "--preset", "tiny", "--devices", "4", "in", processes=2, cwd=tmp_path):
+        assert done.returncode == 0, done.stderr.decode()
+    assert (tmp_path / "in").exists(), "several processes keep their input"
+    info = run_cli("info", "in.pq", "--json", "i.json", cwd=tmp_path)
+    numerics = json.loads((tmp_path / "i.json").read_text())["numerics"]
+    assert (numerics["devices"], numerics["processes"]) == (4, 2), info.stderr.decode()
+    for done in _together("decompress", "-q", "-k", "in.pq", "-o", "out", processes=2, cwd=tmp_path):
+        assert done.returncode == 0, done.stderr.decode()
+    assert (tmp_path / "out").read_bytes() == data
+    alone = run_cli("decompress", "-q", "-k", "in.pq", "-o", "alone", cwd=tmp_path)
+    assert "made by 2 process(es) together, this run has 1" in one_line_error(alone)
+    assert not (tmp_path / "alone").exists()
