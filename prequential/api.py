@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -82,14 +83,19 @@ def _open_input(data: Input) -> tuple[TokenStore, int, bytes]:
     return FileStore(data.fileno(), start), n_bytes, sha256
 
 
-def _copy(source: BinaryIO, out: BinaryIO, n_bytes: int) -> None:
-    """Copy exactly n_bytes, in chunks; FormatError if the source ends first."""
+def _copy(source: BinaryIO, out: BinaryIO | None, n_bytes: int) -> int:
+    """Copy exactly n_bytes, in chunks (or only read them, without `out`); return their CRC-32.
+    FormatError if the source ends first."""
+    crc = 0
     while n_bytes:
         chunk = source.read(min(n_bytes, 1 << 20))
         if not chunk:
             raise FormatError("file is truncated (while reading the stored data)")
-        out.write(chunk)
+        if out is not None:
+            out.write(chunk)
+        crc = zlib.crc32(chunk, crc)
         n_bytes -= len(chunk)
+    return crc
 
 
 def encode(
@@ -171,25 +177,26 @@ def encode(
         if n_bytes:
             ideal_bits = replay(model.learner, layout, coder, tokens, progress, carry, on_block=hook, resume=resume).ideal_bits
         stored = coder.bytes_written >= n_bytes > 0
-        flags = (
-            (container.FLAG_STORED if stored else 0)
-            | (container.FLAG_USER_MODEL if module is not None else 0)
-            | (container.FLAG_GIVEN if given is not None else 0)
-        )
-        header = container.encode_header(
-            container.Header(
-                flags=flags,
-                n_bytes=n_bytes,
-                sha256=sha256,
-                package_version=accounting.package_version(),
-                library_digest=accounting.library_digest(),
-                code_digest=accounting.code_digest(model.source),
-                numerics=here,
-                fingerprint=fingerprint(model.learner) if n_bytes else bytes(8),
-                config=model.config,
-                given_sha256=given_sha256,
+        if stored:
+            if not isinstance(data, bytes):
+                data.seek(tokens.offset)
+            crc = zlib.crc32(data) if isinstance(data, bytes) else _copy(data, None, n_bytes)
+            header = container.encode_header(container.Header(container.FLAG_STORED, n_bytes, data_crc32=crc))
+        else:
+            header = container.encode_header(
+                container.Header(
+                    flags=(container.FLAG_USER_MODEL if module is not None else 0) | (container.FLAG_GIVEN if given is not None else 0),
+                    n_bytes=n_bytes,
+                    sha256=sha256,
+                    package_version=accounting.package_version(),
+                    library_digest=accounting.library_digest(),
+                    code_digest=accounting.code_digest(model.source),
+                    numerics=here,
+                    fingerprint=fingerprint(model.learner) if n_bytes else bytes(8),
+                    config=model.config,
+                    given_sha256=given_sha256,
+                )
             )
-        )
         out.write(header)
         if stored and isinstance(data, bytes):
             out.write(data)
@@ -313,24 +320,26 @@ def decode(
     matched. The data is decoded into a temporary file first (in `scratch`, or the system's
     temporary directory), so memory stays bounded whatever the output size."""
     header = container.read_header(source)
-    model = Model(header.config, module, optimizer, header.numerics.devices)
-    check_versions(header, model, given)
     if header.n_bytes > max_output:
         raise PrequentialError(
             f"file declares {header.n_bytes:,} bytes of output, more than the limit of {max_output:,} (--max-output-size)"
         )
     with tempfile.TemporaryFile(dir=scratch) as decoded:
-        if header.stored:
-            _copy(source, decoded, header.n_bytes)
-        elif header.n_bytes:
-            here = prepare_numerics(header)
-            _check_fingerprint(header, here, model.learner)
-            layout = Layout(header.n_bytes, header.config.streams, header.config.segment)
-            replay(model.learner, layout, Decoder(source), FileStore(decoded.fileno()), progress, _prime(model, given))
+        if header.stored:  # any version reads it: no model was used
+            if _copy(source, decoded, header.n_bytes) != header.data_crc32:
+                raise FormatError("stored data fails its CRC-32 check: the file is corrupt")
+        else:
+            model = Model(header.config, module, optimizer, header.numerics.devices)
+            check_versions(header, model, given)
+            if header.n_bytes:
+                here = prepare_numerics(header)
+                _check_fingerprint(header, here, model.learner)
+                layout = Layout(header.n_bytes, header.config.streams, header.config.segment)
+                replay(model.learner, layout, Decoder(source), FileStore(decoded.fileno()), progress, _prime(model, given))
+            decoded.seek(0)
+            if hashlib.file_digest(decoded, "sha256").digest() != header.sha256:
+                raise FormatError("decoded data fails its SHA-256 check: the file is corrupt")
         container.expect_end(source)
-        decoded.seek(0)
-        if hashlib.file_digest(decoded, "sha256").digest() != header.sha256:
-            raise FormatError("decoded data fails its SHA-256 check: the file is corrupt")
         decoded.seek(0)
         shutil.copyfileobj(decoded, out)
     return header
@@ -375,7 +384,7 @@ def inspect(source: BinaryIO) -> tuple[container.Header, accounting.Report]:
         model_code_bytes=accounting.model_code_bytes(),
         stored=header.stored,
         seconds=0.0,
-        config=header.config.to_dict(),
+        config=header.config.to_dict() if header.config else {},
     )
     return header, report
 

@@ -396,6 +396,13 @@ def _verify(args: argparse.Namespace) -> None:
 def _info(args: argparse.Namespace) -> None:
     with _input_file(args.file) as source:
         header, report = api.inspect(source)
+    if header.stored:
+        print(f"{args.file}: {header.n_bytes:,} bytes stored as they are (coding did not make them smaller), crc32 {header.data_crc32:08x}")
+        print(report.format())
+        if args.json:
+            fields = {"original_bytes": header.n_bytes, "stored": True, "crc32": f"{header.data_crc32:08x}"}
+            _write_json(args.json, {"file": args.file, "format_version": container.FORMAT_VERSION, **fields, "report": report.to_dict()})
+        return
     n = header.numerics
     fields = {
         "file": args.file,

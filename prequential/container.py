@@ -2,6 +2,9 @@
 
 Layout (integers little-endian; varint = unsigned LEB128; str8/str16 = length-prefixed UTF-8):
 
+    stored: (when coding would not make the input smaller; no model is needed to read it)
+            magic "\\x89PQZ" | format u8 | flags u8 = STORED | n_bytes varint | crc32 of the data u32 | crc32 u32
+            | the input itself
     header: magic "\\x89PQZ" | format u8 | flags u8 | n_bytes varint | sha256 32B
             | package version str8 | library digest 4B | code digest 4B
             | backend str8 | device kind str8 | threads u16 | devices varint | processes varint | XLA flags digest 4B
@@ -9,7 +12,6 @@ Layout (integers little-endian; varint = unsigned LEB128; str8/str16 = length-pr
             | [flag GIVEN: sha256 of the given data 32B] | crc32 u32
     block:  n_words varint | n_sync x parameter digest 4B | [last block: ideal bits f64]
             | n_words x u32 range-coder words | crc32 u32
-    stored: the input itself (flag STORED), when coding would not make it smaller
 
 Every length is bounded before anything is allocated, so a hostile file cannot make the reader
 ask for more memory than its own size plus the bounds below. Nothing read is ever executed.
@@ -40,16 +42,20 @@ MAX_DEVICES = 4096  # as many as streams can be
 
 @dataclasses.dataclass(frozen=True)
 class Header:
+    """A coded file's header holds everything its decoder replays and checks; a stored file's
+    (flag STORED) only the length and the data's CRC-32, since no model is needed to read it."""
+
     flags: int
     n_bytes: int
-    sha256: bytes
-    package_version: str
-    library_digest: bytes
-    code_digest: bytes
-    numerics: Numerics
-    fingerprint: bytes
-    config: Config
+    sha256: bytes | None = None
+    package_version: str | None = None
+    library_digest: bytes | None = None
+    code_digest: bytes | None = None
+    numerics: Numerics | None = None
+    fingerprint: bytes | None = None
+    config: Config | None = None
     given_sha256: bytes | None = None  # the data the model was trained on first (FLAG_GIVEN)
+    data_crc32: int | None = None  # stored files only
 
     @property
     def stored(self) -> bool:
@@ -139,6 +145,9 @@ def encode_header(h: Header) -> bytes:
     w = _Writer()
     w.raw(MAGIC + bytes([FORMAT_VERSION, h.flags]))
     w.varint(h.n_bytes)
+    if h.stored:
+        w.raw(struct.pack("<I", h.data_crc32))
+        return w.finish_with_crc()
     w.raw(h.sha256)
     w.string(h.package_version, 1)
     w.raw(h.library_digest + h.code_digest)
@@ -166,6 +175,12 @@ def read_header(stream: BinaryIO) -> Header:
     if version != FORMAT_VERSION:
         raise FormatError(f"unsupported format version {version} (this prequential reads version {FORMAT_VERSION})")
     n_bytes = r.varint("header")
+    if flags & FLAG_STORED:
+        (data_crc32,) = struct.unpack("<I", r.raw(4, "header"))
+        r.check_crc("header")
+        if flags != FLAG_STORED:
+            raise FormatError(f"file is corrupt (header flags {flags:#x} on stored data)")
+        return Header(flags, n_bytes, data_crc32=data_crc32)
     sha = r.raw(32, "header")
     package_version = r.string(1, "header")
     library_digest, code_digest = r.raw(4, "header"), r.raw(4, "header")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from conftest import SAMPLE, one_line_error, run_cli
@@ -95,6 +96,16 @@ def test_info_prints_header_and_breakdown(packed, tmp_path):
         assert needle in text
     info = json.loads((tmp_path / "info.json").read_text())
     assert info["original_bytes"] == len(DATA) and info["config"]["d_model"] == 32
+
+
+def test_info_on_a_stored_file(tmp_path):
+    (tmp_path / "noise").write_bytes(random.Random(0).randbytes(512))
+    assert run_cli("compress", "-q", "-k", "--preset", "tiny", "noise", cwd=tmp_path).returncode == 0
+    done = run_cli("info", "noise.pq", "--json", "i.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    assert "512 bytes stored as they are" in done.stdout.decode()
+    info = json.loads((tmp_path / "i.json").read_text())
+    assert info["stored"] and info["report"]["header_bytes"] == 16
 
 
 def test_corrupt_file_leaves_no_output(packed):

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import prequential
 from prequential.config import preset
+from prequential.errors import FormatError
 
 TINY = preset("tiny")
 SMALL_BLOCKS = TINY.replace(block_segments=16)  # many coder blocks even for short inputs
@@ -53,7 +54,17 @@ def test_any_text(text):
 def test_random_binary_is_stored_not_expanded():
     data = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
     blob = roundtrip(data)
-    assert len(blob) < len(data) + 120  # header only: the input is stored as it is
+    # magic, format, flags, a 2-byte length, the data's CRC-32 and the header's: nothing about a model
+    assert len(blob) == len(data) + 16
+    assert blob.endswith(data)
+
+
+def test_stored_data_is_checked_by_its_crc():
+    data = np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    blob = bytearray(prequential.compress(data, TINY))
+    blob[-100] ^= 0x01
+    with pytest.raises(FormatError, match="CRC-32"):
+        prequential.decompress(bytes(blob))
 
 
 def test_layout_with_empty_streams():
