@@ -47,10 +47,13 @@ def mutate(blob: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
     elif kind == "header field":
         stream = io.BytesIO(blob)
         header = container.read_header(stream)
-        field = rng.choice(["n_bytes", "flags", "package_version", "threads", "device_kind", "config", "sha256"])
+        # A stored file's header has only its length, flags and data CRC; bit flips cover the STORED bit.
+        coded_fields = ["package_version", "threads", "device_kind", "config", "sha256"]
+        field = rng.choice(["n_bytes", "flags"] + (["data_crc32"] if header.stored else coded_fields))
         change = {
             "n_bytes": lambda: {"n_bytes": int(rng.integers(0, 1 << 40))},
-            "flags": lambda: {"flags": int(rng.integers(0, 8))},
+            "flags": lambda: {"flags": int(rng.integers(0, 8)) & ~container.FLAG_STORED | header.flags & container.FLAG_STORED},
+            "data_crc32": lambda: {"data_crc32": int(rng.integers(0, 1 << 32))},
             "package_version": lambda: {"package_version": "0.0." + str(rng.integers(0, 99))},
             "threads": lambda: {"numerics": dataclasses.replace(header.numerics, threads=int(rng.integers(0, 65536)))},
             "device_kind": lambda: {"numerics": dataclasses.replace(header.numerics, device_kind="gpu-" + str(rng.integers(9)))},
