@@ -177,11 +177,11 @@ def main() -> None:
     rows, trips = [], []
     backends = args.backends.split(",")
     for backend in backends:  # the GPU first: its numbers are the point, the CPU's the comparison
-        for name in args.presets.split(","):
+        for name in filter(None, args.presets.split(",")):
             rows.append(speed_row(backend, name))
         if backend == "gpu":
             with tempfile.TemporaryDirectory() as tmp:
-                for name in args.round_trip_presets.split(","):
+                for name in filter(None, args.round_trip_presets.split(",")):
                     trips.append(round_trip(name, source[: args.round_trip_bytes], Path(tmp)))
                     print(trips[-1], end="", flush=True)
     text = (
