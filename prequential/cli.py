@@ -353,31 +353,38 @@ def _verify_in_fresh_process(path: str, given: str | None) -> None:
         raise PrequentialError(f"verification failed, nothing written: {message}")
 
 
-def _decode_to(args: argparse.Namespace, out: BinaryIO, max_output: int = api.DEFAULT_MAX_OUTPUT, scratch: str | None = None) -> None:
+def _decode_to(
+    args: argparse.Namespace, out: BinaryIO, max_output: int = api.DEFAULT_MAX_OUTPUT, scratch: str | None = None, follows: bool = False
+) -> None:
     with _input_file(args.file) as source:
         header, _ = api.inspect(source)  # a corrupt file is refused before any model runs
         source.seek(0)
-        bar = _ProgressBar(header.n_bytes, "decompress", args.quiet or not numerics.is_primary())
+        bar = _ProgressBar(header.n_bytes, "decompress", args.quiet or follows)
         try:
             api.decode(source, out, progress=bar, max_output=max_output, given=_given(args), scratch=scratch)
         finally:
             bar.close()
 
 
-def _join_decoders(args: argparse.Namespace) -> bool:
-    """Start JAX as one of several processes, with the file's backend and devices, if asked."""
+def _follows(args: argparse.Namespace) -> bool:
+    """Join the other processes, with the file's backend and devices, if the command asks for it;
+    whether this process only follows (decodes along with process 0 and discards its output)."""
     if args.coordinator is None and args.processes is None and args.process_id is None:
         return False
     with _input_file(args.file) as source:
-        n = api.inspect(source)[0].numerics
-    return _join_cluster(args, n.backend, min(n.threads, numerics.usable_cores()), n.devices)
+        header = api.inspect(source)[0]
+    if header.stored:  # nothing to compute together: process 0 copies the data out
+        return args.process_id != 0
+    n = header.numerics
+    _join_cluster(args, n.backend, min(n.threads, numerics.usable_cores()), n.devices)
+    return not numerics.is_primary()
 
 
 def _decompress(args: argparse.Namespace) -> None:
     output = _output_name(args, compressing=False)
-    if _join_decoders(args) and not numerics.is_primary():
+    if _follows(args):
         with open(os.devnull, "wb") as sink:
-            _decode_to(args, sink, args.max_output_size)
+            _decode_to(args, sink, args.max_output_size, follows=True)
         return
     with _atomic_output(output, args.force) as out:
         _decode_to(args, out, args.max_output_size, scratch=os.path.dirname(out.name))
@@ -386,10 +393,10 @@ def _decompress(args: argparse.Namespace) -> None:
 
 
 def _verify(args: argparse.Namespace) -> None:
-    _join_decoders(args)
+    follows = _follows(args)
     with open(os.devnull, "wb") as sink:
-        _decode_to(args, sink)
-    if not args.quiet and numerics.is_primary():
+        _decode_to(args, sink, follows=follows)
+    if not args.quiet and not follows:
         print(f"{args.file}: OK", file=sys.stderr)
 
 

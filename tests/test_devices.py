@@ -88,6 +88,23 @@ def test_two_processes_round_trip_and_one_is_refused(tmp_path):
     for done in _together("decompress", "-q", "-k", "in.pq", "-o", "out", processes=2, cwd=tmp_path):
         assert done.returncode == 0, done.stderr.decode()
     assert (tmp_path / "out").read_bytes() == data
+    verified = _together("verify", "in.pq", processes=2, cwd=tmp_path)
+    assert [done.returncode for done in verified] == [0, 0], verified[1].stderr.decode()
+    assert [b"in.pq: OK" in done.stderr for done in verified] == [True, False]  # process 0 reports
     alone = run_cli("decompress", "-q", "-k", "in.pq", "-o", "alone", cwd=tmp_path)
     assert "made by 2 process(es) together, this run has 1" in one_line_error(alone)
     assert not (tmp_path / "alone").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--processes", "2"], "need all of --coordinator, --processes and --process-id"),
+        (["--coordinator", "localhost:1", "--processes", "2", "--process-id", "5"], "process id 5 is not one of 2 processes"),
+    ],
+)
+def test_bad_process_options_are_one_line(tmp_path, options, message):
+    (tmp_path / "in").write_bytes(SAMPLE[:500])
+    done = run_cli("compress", "-q", "-k", "--preset", "tiny", "in", *options, cwd=tmp_path)
+    assert message in one_line_error(done)
+    assert not (tmp_path / "in.pq").exists()
