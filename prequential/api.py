@@ -317,7 +317,7 @@ def decode(
     scratch: str | None = None,
 ) -> container.Header:
     """Decompress the stream `source` into `out`, which receives data only after its SHA-256
-    matched. The data is decoded into a temporary file first (in `scratch`, or the system's
+    (for stored data, its CRC-32) matched. The data is decoded into a temporary file first (in `scratch`, or the system's
     temporary directory), so memory stays bounded whatever the output size."""
     header = container.read_header(source)
     if header.n_bytes > max_output:
