@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import CORPORA, DOCS, provenance
+from common import CORPORA, DOCS, provenance, run_prequential
 
 
 def command(*args: str, cwd: Path) -> float:
-    started = time.perf_counter()
-    subprocess.run(["taskset", "-c", "0", sys.executable, "-m", "prequential", *args], cwd=cwd, check=True, capture_output=True)
-    return time.perf_counter() - started
+    seconds, done = run_prequential(list(args), cwd, prefix=("taskset", "-c", "0"))
+    done.check_returncode()
+    return seconds
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import CORPORA, DOCS, provenance
+from common import CORPORA, DOCS, provenance, run_prequential
 
 DEFAULT_PRESETS = "default,large,xl"
 
@@ -116,22 +116,16 @@ def cell(backend: str, name: str, data: bytes, profile_segments: int) -> dict:
     }
 
 
-def command(args: list[str], cwd: Path, env: dict | None = None) -> tuple[float, subprocess.CompletedProcess]:
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "prequential", *args], cwd=cwd, capture_output=True, text=True, env=env)
-    return time.perf_counter() - started, done
-
-
 def round_trip(name: str, data: bytes, work: Path) -> str:
     """Compress on the GPU and decompress in another process; then refuse it where no GPU is visible."""
     (work / "in").write_bytes(data)
-    compress_s, done = command(["compress", "-q", "-k", "-f", "--backend", "gpu", "--preset", name, "in"], work)
+    compress_s, done = run_prequential(["compress", "-q", "-k", "-f", "--backend", "gpu", "--preset", name, "in"], work)
     if done.returncode:
         return f"| {name} | {len(data):,} | compress failed: {done.stderr.strip().splitlines()[-1]} | | | |\n"
-    decompress_s, done = command(["decompress", "-q", "-k", "-f", "in.pq", "-o", "out"], work)
+    decompress_s, done = run_prequential(["decompress", "-q", "-k", "-f", "in.pq", "-o", "out"], work)
     exact = not done.returncode and (work / "out").read_bytes() == data
     hidden = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    _, refused = command(["decompress", "-q", "-f", "in.pq", "-o", "refused"], work, hidden)
+    _, refused = run_prequential(["decompress", "-q", "-f", "in.pq", "-o", "refused"], work, env=hidden)
     message = refused.stderr.strip().splitlines()[-1] if refused.stderr.strip() else "(no message)"
     return (
         f"| {name} | {len(data):,} | {8 * (work / 'in.pq').stat().st_size / len(data):.3f} | {compress_s:.1f} | {decompress_s:.1f} "

@@ -83,6 +83,14 @@ def _open_input(data: Input) -> tuple[TokenStore, int, bytes]:
     return FileStore(data.fileno(), start), n_bytes, sha256
 
 
+def _rewound(data: Input, tokens: TokenStore) -> BinaryIO:
+    """The input as a stream at its first byte, to read it again."""
+    if isinstance(data, bytes):
+        return io.BytesIO(data)
+    data.seek(tokens.offset)
+    return data
+
+
 def _copy(source: BinaryIO, out: BinaryIO | None, n_bytes: int) -> int:
     """Copy exactly n_bytes, in chunks (or only read them, without `out`); return their CRC-32.
     FormatError if the source ends first."""
@@ -178,9 +186,7 @@ def encode(
             ideal_bits = replay(model.learner, layout, coder, tokens, progress, carry, on_block=hook, resume=resume).ideal_bits
         stored = coder.bytes_written >= n_bytes > 0
         if stored:
-            if not isinstance(data, bytes):
-                data.seek(tokens.offset)
-            crc = zlib.crc32(data) if isinstance(data, bytes) else _copy(data, None, n_bytes)
+            crc = _copy(_rewound(data, tokens), None, n_bytes)
             header = container.encode_header(container.Header(container.FLAG_STORED, n_bytes, data_crc32=crc))
         else:
             header = container.encode_header(
@@ -198,11 +204,8 @@ def encode(
                 )
             )
         out.write(header)
-        if stored and isinstance(data, bytes):
-            out.write(data)
-        elif stored:
-            data.seek(tokens.offset)
-            _copy(data, out, n_bytes)
+        if stored:
+            _copy(_rewound(data, tokens), out, n_bytes)
         else:
             payload.seek(0)
             shutil.copyfileobj(payload, out)
@@ -317,8 +320,8 @@ def decode(
     scratch: str | None = None,
 ) -> container.Header:
     """Decompress the stream `source` into `out`, which receives data only after its SHA-256
-    (for stored data, its CRC-32) matched. The data is decoded into a temporary file first (in `scratch`, or the system's
-    temporary directory), so memory stays bounded whatever the output size."""
+    (for stored data, its CRC-32) matched. The data is decoded into a temporary file first (in
+    `scratch`, or the system's temporary directory), so memory stays bounded whatever the output size."""
     header = container.read_header(source)
     if header.n_bytes > max_output:
         raise PrequentialError(

@@ -268,7 +268,9 @@ def _compress(args: argparse.Namespace) -> None:
     output = _output_name(args, compressing=True)
     if output == "-" and sys.stdout.isatty():
         raise UsageError("refusing to write compressed data to a terminal; use -o or redirect standard output")
-    together = _join_cluster(args, args.backend, args.threads, args.devices)
+    together = _cluster(args)
+    if together:
+        numerics.activate(args.backend, args.threads, devices=args.devices, cluster=together)
     primary = numerics.is_primary()
     with _input_file(args.file) as source:
         n_bytes = os.fstat(source.fileno()).st_size
@@ -305,19 +307,18 @@ def _compress(args: argparse.Namespace) -> None:
         _finish(args, output)
 
 
-def _join_cluster(args: argparse.Namespace, backend: str, threads: int, devices: int | None) -> bool:
-    """Start JAX as one of several processes if the command asks for it; whether it did."""
+def _cluster(args: argparse.Namespace) -> numerics.Cluster | None:
+    """The processes this command runs with (--coordinator, --processes, --process-id); None alone."""
     given = [args.coordinator, args.processes, args.process_id]
     if all(value is None for value in given):
-        return False
+        return None
     if any(value is None for value in given):
         raise UsageError("several processes need all of --coordinator, --processes and --process-id")
     if args.file == "-" or getattr(args, "output", None) == "-":
         raise UsageError("several processes read and write files by name, not standard input or output (gloo writes to stdout)")
     if getattr(args, "checkpoint", None) or getattr(args, "resume", False):
         raise UsageError("checkpoints are not supported with several processes")
-    numerics.activate(backend, threads, devices=devices, cluster=numerics.Cluster(args.coordinator, args.processes, args.process_id))
-    return True
+    return numerics.Cluster(args.coordinator, args.processes, args.process_id)
 
 
 def _config(args: argparse.Namespace) -> configs.Config:
@@ -366,34 +367,35 @@ def _decode_to(
             bar.close()
 
 
-def _follows(args: argparse.Namespace) -> bool:
-    """Join the other processes, with the file's backend and devices, if the command asks for it;
-    whether this process only follows (decodes along with process 0 and discards its output)."""
-    if args.coordinator is None and args.processes is None and args.process_id is None:
+def _follows(args: argparse.Namespace, cluster: numerics.Cluster | None) -> bool:
+    """Join the other processes, with the file's backend and devices; whether this process only
+    follows (decodes along with process 0 and discards its output)."""
+    if cluster is None:
         return False
     with _input_file(args.file) as source:
-        header = api.inspect(source)[0]
+        header = container.read_header(source)
     if header.stored:  # nothing to compute together: process 0 copies the data out
-        return args.process_id != 0
+        return cluster.process_id != 0
     n = header.numerics
-    _join_cluster(args, n.backend, min(n.threads, numerics.usable_cores()), n.devices)
+    numerics.activate(n.backend, min(n.threads, numerics.usable_cores()), devices=n.devices, cluster=cluster)
     return not numerics.is_primary()
 
 
 def _decompress(args: argparse.Namespace) -> None:
     output = _output_name(args, compressing=False)
-    if _follows(args):
+    cluster = _cluster(args)
+    if _follows(args, cluster):
         with open(os.devnull, "wb") as sink:
             _decode_to(args, sink, args.max_output_size, follows=True)
         return
     with _atomic_output(output, args.force) as out:
         _decode_to(args, out, args.max_output_size, scratch=os.path.dirname(out.name))
-    if args.processes is None:  # the other processes may still read the input
+    if cluster is None:  # the other processes may still read the input
         _finish(args, output)
 
 
 def _verify(args: argparse.Namespace) -> None:
-    follows = _follows(args)
+    follows = _follows(args, _cluster(args))
     with open(os.devnull, "wb") as sink:
         _decode_to(args, sink, follows=follows)
     if not args.quiet and not follows:
