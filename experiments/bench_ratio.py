@@ -1,26 +1,29 @@
 """Compression-ratio benchmark (issue 4): our presets next to the classical and context-mixing peers.
 
-For every file in ../shared/corpora: the file size in bits per byte (header included) for each
+For every file listed in ../shared/corpora/SOURCES.md (one that is missing or differs from its
+listed SHA-256 is named in the output instead): the file size in bits per byte (header included) for each
 preset, its encode and decode speed (one process, one XLA thread, compilation excluded, round trip
 checked), and the sizes from gzip -9, bzip2 -9, xz -9e, zstd -19 --long, brotli -q 11, 7z PPMd
 (-m0=PPMd -mx=9) and zpaq -m5, measured in the same run. Missing peers are installed with apt-get
 when possible, and otherwise reported as missing. Writes docs/benchmarks.md.
 
-    python experiments/bench_ratio.py [--presets default] [--files canterbury/alice29.txt,...]
+    python experiments/bench_ratio.py [--presets default,strong] [--jobs 2] [--files canterbury/alice29.txt,...]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import CORPORA, DOCS, provenance
+from common import CORPORA, DOCS, corpus_files, provenance
 
 import prequential
 from prequential import api, numerics
@@ -81,44 +84,82 @@ def ours(config_name: str, data: bytes) -> dict:
     }
 
 
+def measure_file(path: Path, presets: list[str], peers: list[str]) -> dict:
+    """The table row and the speed rows of one file."""
+    data = path.read_bytes()
+    n = len(data)
+    mine = {p: ours(p, data) for p in presets}
+    theirs = {name: peer_size(PEERS[name][1], path) for name in peers}
+    best = min(theirs, key=theirs.get)
+    cells = [f"{8 * mine[p]['bytes'] / n:.3f}" + (" (stored)" if mine[p]["stored"] else "") for p in presets]
+    cells += [f"{8 * theirs[name] / n:.3f}" for name in peers]
+    speeds = []
+    for p in presets:
+        decode = "stored" if mine[p]["stored"] else f"{mine[p]['decode_kbs']:.2f}"
+        speeds.append(f"| {path.parent.name}/{path.name} | {p} | {mine[p]['encode_kbs']:.2f} | {decode} |\n")
+    return {"row": f"| {path.parent.name}/{path.name} | {n:,} | " + " | ".join(cells) + f" | {best} |\n", "speeds": speeds}
+
+
+def in_workers(files: list[Path], args: argparse.Namespace) -> list[dict]:
+    """Run the files in `args.jobs` processes, each pinned to its own core (largest files first,
+    each to the least loaded worker), and return their results in the order of `files`."""
+    shares: list[list[Path]] = [[] for _ in range(args.jobs)]
+    for path in sorted(files, key=lambda p: -p.stat().st_size):
+        min(shares, key=lambda share: sum(p.stat().st_size for p in share)).append(path)
+    cores = sorted(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        workers = []
+        for k, share in enumerate(filter(None, shares)):
+            out = Path(tmp) / f"{k}.json"
+            command = [sys.executable, __file__, "--presets", args.presets, "--files", ",".join(str(p) for p in share), "--json", str(out)]
+            workers.append((share, out, subprocess.Popen(["taskset", "-c", str(cores[k % len(cores)]), *command])))
+        results = {}
+        for share, out, worker in workers:
+            if worker.wait():
+                raise SystemExit(f"a worker failed on {', '.join(p.name for p in share)}")
+            results |= dict(zip(share, json.loads(out.read_text()), strict=True))
+    return [results[path] for path in files]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="default")
-    parser.add_argument("--files", help="comma-separated paths under shared/corpora (default: all)")
+    parser.add_argument("--files", help="comma-separated paths under the corpora (default: all in SOURCES.md)")
+    parser.add_argument("--jobs", type=int, default=1, help="files run in this many processes, one core each")
+    parser.add_argument("--json", help=argparse.SUPPRESS)  # a worker's results
     parser.add_argument("--out", default=str(DOCS / "benchmarks.md"))
     args = parser.parse_args()
-    numerics.activate("cpu", 1)
     absent = ensure_peers()
-    files = [CORPORA / f for f in args.files.split(",")] if args.files else sorted(p for p in CORPORA.glob("*/*") if p.is_file())
+    files, problems = ([CORPORA / f for f in args.files.split(",")], []) if args.files else corpus_files()
     presets = args.presets.split(",")
     peers = [name for name in PEERS if name not in absent]
+    if args.jobs > 1:
+        results = in_workers(files, args)
+    else:
+        numerics.activate("cpu", 1)
+        results = []
+        for path in files:
+            results.append(measure_file(path, presets, peers))
+            print(results[-1]["row"], end="", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results))
+            return
     head = "| file | bytes | " + " | ".join(f"**{p}**" for p in presets) + " | " + " | ".join(peers) + " | best peer |\n"
     head += "|---|---:|" + "---:|" * (len(presets) + len(peers) + 1) + "\n"
-    rows, speeds = [], []
-    for path in files:
-        data = path.read_bytes()
-        n = len(data)
-        mine = {p: ours(p, data) for p in presets}
-        theirs = {name: peer_size(PEERS[name][1], path) for name in peers}
-        best = min(theirs, key=theirs.get)
-        cells = [f"{8 * mine[p]['bytes'] / n:.3f}" + (" (stored)" if mine[p]["stored"] else "") for p in presets]
-        cells += [f"{8 * theirs[name] / n:.3f}" for name in peers]
-        rows.append(f"| {path.parent.name}/{path.name} | {n:,} | " + " | ".join(cells) + f" | {best} |\n")
-        for p in presets:
-            decode = "stored" if mine[p]["stored"] else f"{mine[p]['decode_kbs']:.2f}"
-            speeds.append(f"| {path.parent.name}/{path.name} | {p} | {mine[p]['encode_kbs']:.2f} | {decode} |\n")
-        print(rows[-1], end="", flush=True)
+    processes = f" Files ran in {args.jobs} processes at once, each on its own core." if args.jobs > 1 else ""
     text = (
         "# Compression ratio (generated by experiments/bench_ratio.py)\n\n"
-        f"{provenance(1)}\n\n"
+        f"{provenance(1)}{processes}\n\n"
         "Bits per byte of the whole output file (our header included), all measured in this run. "
         "Missing peers: "
         + (", ".join(f"{k}: {v}" for k, v in absent.items()) or "none")
+        + ". Corpus files not measured: "
+        + (", ".join(problems) or "none")
         + ".\n\n"
         + head
-        + "".join(rows)
+        + "".join(r["row"] for r in results)
         + "\n## Speed (KB/s, one core, compilation excluded)\n\n| file | preset | encode | decode |\n|---|---|---:|---:|\n"
-        + "".join(speeds)
+        + "".join(line for r in results for line in r["speeds"])
     )
     Path(args.out).write_text(text)
     print("\n" + text)

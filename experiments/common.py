@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +17,22 @@ from prequential import accounting, numerics
 # PREQUENTIAL_CORPORA points elsewhere, e.g. to a copy carried to a machine without ../shared.
 CORPORA = Path(os.environ.get("PREQUENTIAL_CORPORA") or Path(__file__).resolve().parents[2] / "shared" / "corpora")
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def corpus_files() -> tuple[list[Path], list[str]]:
+    """The corpus files that match SOURCES.md, and a note for each listed file that is missing or
+    differs from its listed SHA-256 (so a benchmark says what it could not measure)."""
+    listed = re.findall(r"^\| (\w+) \| ([^|]+?) \| \d+ \| ([0-9a-f]+)…? \|", (CORPORA / "SOURCES.md").read_text(), re.M)
+    files, problems = [], []
+    for corpus, name, digest in listed:
+        path = CORPORA / corpus / name
+        if not path.is_file():
+            problems.append(f"{corpus}/{name} is missing")
+        elif not hashlib.sha256(path.read_bytes()).hexdigest().startswith(digest):
+            problems.append(f"{corpus}/{name} differs from SOURCES.md")
+        else:
+            files.append(path)
+    return files, problems
 
 
 def provenance(threads: int) -> str:

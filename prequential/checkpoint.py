@@ -24,7 +24,7 @@ from prequential.errors import PrequentialError
 from prequential.learner import Learner
 from prequential.replay import Carry, Snapshot, new_counts
 
-_COUNT_ARRAYS = ("counts", "checks", "context", "word", "previous_word", "recent", "match_table", "match_at", "match_run")
+_COUNT_ARRAYS = ("counts", "checks", "context", "word", "previous_words", "recent", "match_table", "match_at", "match_run")
 
 
 def save(path: str | Path, identity: dict[str, Any], progress: dict[str, Any], snapshot: Snapshot) -> None:

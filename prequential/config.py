@@ -29,12 +29,14 @@ class Config:
     # bytes (counts.py) are mixed into the model's logits with learned, per-position weights.
     count_orders: int = 6  # byte contexts of 1..count_orders bytes
     count_sparse: int = 0  # 1: also the 2nd last byte, and the 2nd and 3rd last bytes
-    count_words: int = 1  # 1: also the current word, and the previous word with it
+    count_words: int = 1  # 1: also the current word, and the previous word with it; 2: also the two previous words with it
     match_model: int = 1  # 1: also the byte after the last occurrence of the last 8 bytes
     match_window_log2: int = 22  # the match model reads back up to 2**this tokens of each stream
-    count_rows_log2: int = 16
-    count_limit: int = 255
-    count_alpha: float = 0.05  # additive smoothing of each count distribution
+    count_rows_log2: int = 19  # rows of each long-context channel: 2**19 rows of 256 one-byte counts
+    count_limit: int = 248  # halve a context's counts when one reaches this
+    count_decay: int = 12  # in long contexts, pull other bytes' counts above this halfway down; 0: off
+    count_decay_from: int = 5  # byte contexts this long or longer (and word contexts) decay
+    count_alpha: float = 0.025  # additive smoothing of each count distribution
     count_weight: float = 0.3  # initial mixing weight of each channel
     # Schedule: the input is cut into `streams` equal parallel streams; after every `segment`
     # steps the model takes one gradient step on the tokens just coded. Each token attends to the
@@ -46,7 +48,7 @@ class Config:
     # The layout used is recorded in the header, and a decoder needs as many devices.
     devices: int = 0
     # Optimizer: Adam with per-parameter clipping and a linear warm-up of the learning rate.
-    learning_rate: float = 2.5e-4
+    learning_rate: float = 3.5e-4
     warmup_segments: int = 0
     adam_b1: float = 0.0
     adam_b2: float = 0.9999
@@ -61,7 +63,11 @@ class Config:
     @property
     def count_channels(self) -> int:
         """Count distributions mixed into each prediction (0: no count models)."""
-        return self.count_orders + 2 * self.count_sparse + 2 * self.count_words + self.match_model
+        return self.count_orders + 2 * self.count_sparse + self.word_channels + self.match_model
+
+    @property
+    def word_channels(self) -> int:
+        return self.count_words + 1 if self.count_words else 0
 
     @property
     def window(self) -> int:
@@ -112,11 +118,13 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "memory": (1, 16384),
     "count_orders": (0, 7),
     "count_sparse": (0, 1),
-    "count_words": (0, 1),
+    "count_words": (0, 2),
     "match_model": (0, 1),
     "count_rows_log2": (4, 24),
     "match_window_log2": (8, 26),
     "count_limit": (2, 60000),
+    "count_decay": (0, 60000),
+    "count_decay_from": (1, 7),
     "warmup_segments": (0, 2**31 - 1),
     "seed": (0, 2**31 - 1),
     "sync_segments": (1, 2**31 - 1),
@@ -151,8 +159,9 @@ PRESETS: dict[str, Config] = {
     "small": Config(n_layers=1, d_model=64, n_heads=2, d_ff=256),
     # Sized for a 2-core CPU: about 6 KB/s on one core.
     "default": Config(),
-    # Stronger and slower: sparse contexts and twice the updates per byte (about 3.5 KB/s).
-    "strong": Config(count_sparse=1, streams=4, segment=16, memory=16),
+    # Stronger and slower: sparse contexts, a third word context, twice the count rows, and twice
+    # the updates per byte at a lower learning rate.
+    "strong": Config(count_sparse=1, count_words=2, count_rows_log2=20, streams=4, segment=16, memory=16, learning_rate=1.5e-4),
     # NNCP's default transformer shape (4 layers, d_model 256): much slower, barely stronger here.
     "large": Config(n_layers=4, d_model=256, n_heads=8, d_ff=1024),
     # For a GPU (--backend gpu): 25 M parameters, and 64 streams so that each step codes 64 bytes.

@@ -4,17 +4,21 @@ A transformer trained online learns slowly from its first bytes; counts predict 
 The model mixes both (model.py, `CountMixer`). The channels are
 
 - byte contexts: the last k bytes, for k = 1..count_orders;
-- word contexts (count_words): the current word so far, and the previous word with it;
+- word contexts (count_words): the current word so far, the previous word with it, and (2) the
+  two previous words with it;
 - a match model (match_model): the byte that followed the last occurrence of the current 8-byte
   context, weighted by how many of its predictions in a row were right. It reads that byte from a
   ring of each stream's last 2**match_window_log2 tokens, so its memory does not grow with the input.
 
 Everything here is integer arithmetic updated in a fixed order (stream by stream, after each coded
 position), so encoder and decoder hold identical tables; the float arithmetic on the counts
-happens inside the jitted model. Contexts are hashed into 2**rows_log2 rows per channel, with a
+happens inside the jitted model. Contexts are hashed into 2**count_rows_log2 rows per channel
+(fewer for channels with fewer possible contexts: orders 1 and 2, the sparse ones), with a
 32-bit check so that a row taken over by another context starts from zero instead of mixing two
 contexts' statistics. Counts are halved when one reaches `limit`, so they follow changing data.
-All streams share the tables.
+Long contexts (count_decay_from bytes or more, and words) forget faster: counting a byte there
+pulls the other bytes' counts above count_decay halfway down to it, since what follows a long
+context in text changes more than what follows a short one. All streams share the tables.
 """
 
 from __future__ import annotations
@@ -40,26 +44,34 @@ class ContextCounts:
         self.config = config
         self.orders = np.arange(1, config.count_orders + 1, dtype=np.uint64)
         self.masks = (np.uint64(1) << (np.uint64(8) * self.orders)) - np.uint64(1)
-        self.hashed_channels = config.count_orders + 2 * config.count_sparse + 2 * config.count_words
-        rows = 1 << config.count_rows_log2
-        self.shift = np.uint64(64 - config.count_rows_log2)
+        self.hashed_channels = config.count_orders + 2 * config.count_sparse + config.word_channels
+        # A channel whose keys have fewer bits than count_rows_log2 (orders 1 and 2, the sparse
+        # contexts) gets a few times as many rows as it has contexts; the others get 2**count_rows_log2.
+        key_bits = [8 * k for k in range(1, config.count_orders + 1)] + [8, 16] * config.count_sparse + [64] * config.word_channels
+        rows_log2 = np.minimum(np.array(key_bits, np.int64) + 2, config.count_rows_log2)  # + 2: fewer collisions
+        self.shifts = (64 - rows_log2).astype(np.uint64)[None, :]
+        self._row_base = np.concatenate([[0], np.cumsum(1 << rows_log2)[:-1]])[None, :]
+        rows = int(np.sum(1 << rows_log2))
+        long_orders = [k >= config.count_decay_from for k in range(1, config.count_orders + 1)]
+        self._decays = np.array(long_orders + [False, False] * config.count_sparse + [True] * config.word_channels)
+        # Counts are halved before one passes count_limit - 1, and a step adds at most one per
+        # stream, so limit - 1 + streams bounds them: bytes when that fits, which halves the memory.
+        dtype = np.uint8 if config.count_limit - 1 + streams <= 255 else np.uint16
         # np.zeros maps untouched pages lazily: small inputs only pay for the rows they use.
-        self.counts = np.zeros((self.hashed_channels, rows, config.vocab_size), np.uint16)
-        self.checks = np.zeros((self.hashed_channels, rows), np.uint32)
+        self.counts = np.zeros((rows, config.vocab_size), dtype)
+        self.checks = np.zeros(rows, np.uint32)
         self.context = np.zeros(streams, np.uint64)  # each stream's last 8 bytes, newest lowest
         self.word = np.zeros(streams, np.uint64)  # hash of the word being read, 0 between words
-        self.previous_word = np.zeros(streams, np.uint64)
+        self.previous_words = np.zeros((streams, 2), np.uint64)  # the last word, and the one before it
         self.recent = np.zeros((streams, 1 << config.match_window_log2), np.uint8)  # ring: position p at p % size
-        self.match_table = np.full(rows, -1, np.int64)  # 8-byte context -> pointer to the position after it
+        self.match_shift = np.uint64(64 - config.count_rows_log2)
+        self.match_table = np.full(1 << config.count_rows_log2, -1, np.int64)  # 8-byte context -> pointer to the position after it
         self.match_at = np.full(streams, -1, np.int64)  # where each stream's match points, or -1
         self.match_run = np.zeros(streams, np.int64)
         # The position whose counts the next lookup gives. A pass over more data (given data first)
         # goes on counting from here, so its matches may point back into the earlier data.
         self.time = 0
-        # Flat views: one fancy index per access instead of one per dimension.
-        self._flat_counts = self.counts.reshape(-1)
-        self._flat_checks = self.checks.reshape(-1)
-        self._row_base = (np.arange(self.hashed_channels) * rows)[None, :]
+        self._flat_counts = self.counts.reshape(-1)  # one fancy index per access, not two
 
     def _keys(self) -> np.ndarray:
         """(streams, hashed channels) keys; the channel index is added so equal keys differ."""
@@ -69,7 +81,10 @@ class ContextCounts:
                 np.stack([(self.context >> np.uint64(8)) & np.uint64(0xFF), (self.context >> np.uint64(8)) & np.uint64(0xFFFF)], axis=1)
             )
         if self.config.count_words:
-            keys.append(np.stack([self.word, self.word * _WORD_HASH + self.previous_word], axis=1))
+            words = [self.word]
+            for previous in self.previous_words.T[: self.config.count_words]:
+                words.append(words[-1] * _WORD_HASH + previous)
+            keys.append(np.stack(words, axis=1))
         return np.concatenate(keys, axis=1) + np.arange(1, self.hashed_channels + 1, dtype=np.uint64)
 
     def _recall(self, pointers: np.ndarray, newest: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,10 +105,10 @@ class ContextCounts:
     def lookup(self) -> np.ndarray:
         """Counts (streams, channels, vocab) for every stream's contexts at the current position."""
         keys = self._keys()
-        self._rows = self._row_base + ((keys * _ROW_HASH) >> self.shift).astype(np.int64)
+        self._rows = self._row_base + ((keys * _ROW_HASH) >> self.shifts).astype(np.int64)
         self._check = ((keys * _CHECK_HASH) >> np.uint64(32)).astype(np.uint32)
-        found = self.counts.reshape(-1, self.config.vocab_size)[self._rows]
-        found[self._flat_checks[self._rows] != self._check] = 0
+        found = self.counts[self._rows].astype(np.uint16)
+        found[self.checks[self._rows] != self._check] = 0
         if self.config.match_model:
             found = np.concatenate([found, self._match_counts()], axis=1)
         return found
@@ -105,7 +120,8 @@ class ContextCounts:
         if self.config.count_words:
             in_word = _is_word_byte(tokens)
             ended = ~in_word & (self.word[active] != 0)
-            self.previous_word[active] = np.where(ended, self.word[active], self.previous_word[active])
+            shifted = np.stack([self.word[active], self.previous_words[active, 0]], axis=1)
+            self.previous_words[active] = np.where(ended[:, None], shifted, self.previous_words[active])
             self.word[active] = np.where(in_word, self.word[active] * _WORD_HASH + (symbols | np.uint64(0x20)), 0)
         self.context[active] = (self.context[active] << np.uint64(8)) | symbols
         if self.config.match_model:
@@ -115,19 +131,30 @@ class ContextCounts:
     def _count(self, rows: np.ndarray, check: np.ndarray, tokens: np.ndarray) -> None:
         """rows, check: (active streams, channels) flat row indices and their context checks."""
         vocab = self.config.vocab_size
-        stale = self._flat_checks[rows] != check
+        tokens = np.broadcast_to(tokens[:, None], rows.shape)
+        decays = np.broadcast_to(self._decays, rows.shape)
+        stale = self.checks[rows] != check
         if stale.any():  # a row taken over by another context starts from zero
-            self.counts.reshape(-1, vocab)[rows[stale]] = 0
-            self._flat_checks[rows[stale]] = check[stale]
-            mine = self._flat_checks[rows] == check  # two streams may claim one row in a step: the last wins
-            rows, tokens = rows[mine], np.broadcast_to(tokens[:, None], mine.shape)[mine]
+            self.counts[rows[stale]] = 0
+            self.checks[rows[stale]] = check[stale]
+            mine = self.checks[rows] == check  # two streams may claim one row in a step: the last wins
         else:
-            rows, tokens = rows.reshape(-1), np.repeat(tokens, rows.shape[1])
+            mine = np.ones(rows.shape, bool)
+        rows, tokens, decays = rows[mine], tokens[mine], decays[mine]
+        if self.config.count_decay:
+            self._decay(rows[decays], tokens[decays])
         cells = rows * vocab + tokens
         full = self._flat_counts[cells] >= self.config.count_limit
         if full.any():
-            self.counts.reshape(-1, vocab)[rows[full]] >>= 1
+            self.counts[rows[full]] >>= 1
         np.add.at(self._flat_counts, cells, 1)
+
+    def _decay(self, rows: np.ndarray, tokens: np.ndarray) -> None:
+        """Pull every count above count_decay in `rows`, except the token's, halfway down to it."""
+        found = self.counts[rows].astype(np.uint32)  # room for count + count_decay
+        keep = found <= self.config.count_decay
+        keep[np.arange(len(rows)), tokens] = True
+        self.counts[rows] = np.where(keep, found, (found + self.config.count_decay) >> 1)
 
     def _follow_matches(self, active: np.ndarray, tokens: np.ndarray) -> None:
         streams = np.flatnonzero(active)
@@ -136,7 +163,7 @@ class ContextCounts:
         readable, predicted = self._recall(at, self.time)
         right = readable & (predicted == tokens)
         self.match_run[streams] = np.where(right, np.minimum(self.match_run[streams] + 1, _MATCH_MAX_RUN), 0)
-        slots = ((self.context[streams] * _ROW_HASH) >> self.shift).astype(np.int64)
+        slots = ((self.context[streams] * _ROW_HASH) >> self.match_shift).astype(np.int64)
         # A right prediction moves on; otherwise look for an earlier occurrence of the new context.
         self.match_at[streams] = np.where(right, at + 1, self.match_table[slots])
         self.match_table[slots] = (streams.astype(np.int64) << _POSITION_BITS) | (self.time + 1)
