@@ -155,7 +155,9 @@ def main() -> None:
         + (", ".join(f"{k}: {v}" for k, v in absent.items()) or "none")
         + ". Corpus files not measured: "
         + (", ".join(problems) or "none")
-        + ".\n\n"
+        + "."
+        + (f" The corpus was read from {CORPORA} (PREQUENTIAL_CORPORA)." if os.environ.get("PREQUENTIAL_CORPORA") else "")
+        + "\n\n"
         + head
         + "".join(r["row"] for r in results)
         + "\n## Speed (KB/s, one core, compilation excluded)\n\n| file | preset | encode | decode |\n|---|---|---:|---:|\n"

@@ -1,0 +1,59 @@
+"""The count models' storage and update rules (counts.py), checked against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import prequential
+from prequential.config import preset
+from prequential.counts import ContextCounts
+
+TINY = preset("tiny")
+
+
+def feed(counts: ContextCounts, text: bytes, streams: int = 1) -> np.ndarray:
+    """Count `text` in every stream; return the counts looked up after it."""
+    for token in text:
+        counts.lookup()
+        counts.update(np.ones(streams, bool), np.full(streams, token))
+    return counts.lookup()
+
+
+@pytest.mark.parametrize(("streams", "dtype"), [(4, np.uint8), (8, np.uint8), (9, np.uint16), (64, np.uint16)])
+def test_counts_use_bytes_when_they_fit_and_never_wrap(streams, dtype):
+    config = TINY.replace(count_limit=248)
+    counts = ContextCounts(config, streams)
+    assert counts.counts.dtype == dtype
+    # Every stream counts "a" after "a" in the same row each step: `streams` additions at once.
+    found = feed(counts, b"a" * 300, streams)
+    expected = 0
+    for _ in range(299):  # the first "a" has no "a" before it
+        expected = (expected >> 1 if expected >= config.count_limit else expected) + streams
+    assert found[0, 0, ord("a")] == expected
+
+
+def test_long_contexts_decay_and_short_ones_do_not():
+    config = TINY.replace(count_orders=6, count_decay=12, count_decay_from=5, count_words=0, match_model=0)
+    found = feed(ContextCounts(config, 1), b"abcdefx" * 30 + b"abcdefy" + b"abcdef")
+    order3, order6 = found[0, 2], found[0, 5]
+    assert (order3[ord("x")], order3[ord("y")]) == (30, 1)  # "def": counted, not decayed
+    assert (order6[ord("x")], order6[ord("y")]) == ((30 + 12) // 2, 1)  # "abcdef": pulled halfway to 12
+    undecayed = feed(ContextCounts(config.replace(count_decay=0), 1), b"abcdefx" * 30 + b"abcdefy" + b"abcdef")
+    assert undecayed[0, 5, ord("x")] == 30
+
+
+def test_a_third_word_context_keys_on_the_two_previous_words():
+    config = TINY.replace(count_words=2, count_orders=1, match_model=0)
+    assert config.count_channels == 1 + 3
+    found = feed(ContextCounts(config, 1), b"one two three. two three four. one two three")
+    # Before the end, "three" after "one two" was followed by "." (once), and "three" after "two"
+    # by "." and by " " (in "two three four").
+    assert found[0, 3].sum() == 1 and found[0, 3, ord(".")] == 1
+    assert found[0, 2].sum() == 2
+
+
+def test_three_word_contexts_round_trip():
+    config = TINY.replace(count_words=2, count_sparse=1)
+    data = b"the cat sat on the mat, the cat sat on the hat. " * 40
+    assert prequential.decompress(prequential.compress(data, config)) == data
