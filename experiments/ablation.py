@@ -1,18 +1,20 @@
 """What each lever of the learner buys (issue 4): bits/byte as levers are added one at a time.
 
 Scores each variant with the training pass alone (it agrees with a real encode to about 1e-4;
-see docs/measure-speed.md) on each file, and writes docs/ratio.md.
+see docs/measure-speed.md) on each file, and writes docs/ratio-levers.md.
 
-    python experiments/ablation.py [--files canterbury/alice29.txt,misc/mapsdatazrh]
+    python experiments/ablation.py [--files canterbury/alice29.txt,misc/mapsdatazrh] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
-from common import CORPORA, DOCS, provenance
+from common import CORPORA, DOCS, in_workers, provenance
 
 from prequential import numerics
 from prequential.config import preset
@@ -20,43 +22,75 @@ from prequential.learner import learner_for
 from prequential.replay import Layout, train_pass
 from prequential.store import ArrayStore
 
-NONE = {"count_orders": 0, "count_words": 0, "match_model": 0, "learning_rate": 1e-3}
+# The count settings of the first default (2026-11-25), before the count-table levers below.
+FIRST = {"count_rows_log2": 16, "count_limit": 255, "count_decay": 0, "count_alpha": 0.05, "learning_rate": 2.5e-4}
+NONE = {**FIRST, "count_orders": 0, "count_words": 0, "match_model": 0, "learning_rate": 1e-3}
+LATER = {"count_alpha": 0.05, "learning_rate": 2.5e-4}  # retuned last
 STEPS = [
     ("transformer alone (Adam beta1 0, beta2 0.9999, lr 1e-3)", NONE),
     ("+ byte-context counts, orders 1-6, mixed into the logits", {**NONE, "count_orders": 6}),
     ("+ word contexts (current word; previous and current word)", {**NONE, "count_orders": 6, "count_words": 1}),
     ("+ match model (byte after the last occurrence of the last 8 bytes)", {**NONE, "count_orders": 6, "count_words": 1, "match_model": 1}),
-    ("+ learning rate 2.5e-4 = the default preset", {}),
+    ("+ learning rate 2.5e-4 = the first default preset", FIRST),
+    ("+ 2^19 rows of one-byte counts per long channel, short channels sized to fit", {**LATER, "count_decay": 0}),
+    ("+ long contexts decay (count_decay 12, from order 5 and in words)", LATER),
+    ("+ smoothing 0.025 and learning rate 3.5e-4 = the default preset", {}),
     ("default with sparse contexts (count_sparse = 1: two more channels)", {"count_sparse": 1}),
-    ("default with 4 streams x 16 (twice the updates per byte)", {"streams": 4, "segment": 16, "memory": 16}),
-    ("large preset (4 layers, d_model 256)", None),
+    ("default with a third word context (count_words = 2)", {"count_words": 2}),
+    ("strong preset (both, 2^20 rows, 4 streams x 16, lr 1.5e-4)", "strong"),
+    ("strong with one stream (lr 1e-4)", ("strong", {"streams": 1, "learning_rate": 1e-4})),
+    ("large preset (4 layers, d_model 256)", "large"),
 ]
+
+
+def config_of(changes: dict | str | tuple[str, dict]):
+    if isinstance(changes, str):
+        return preset(changes)
+    if isinstance(changes, tuple):
+        return preset(changes[0]).replace(**changes[1])
+    return preset("default").replace(**changes)
+
+
+def file_column(path: Path) -> list[str]:
+    """One cell per step: bits/byte of the training pass on `path`, and its speed."""
+    data = path.read_bytes()
+    tokens = np.frombuffer(data, np.uint8).astype(np.int32)
+    cells = []
+    for _, changes in STEPS:
+        config = config_of(changes)
+        started = time.perf_counter()
+        bits = train_pass(learner_for(config), Layout(len(data), config.streams, config.segment), ArrayStore(tokens))[0].sum()
+        cells.append(f"{bits / len(data):.4f} ({len(data) / 1000 / (time.perf_counter() - started):.1f} KB/s)")
+        print(f"{path.name}: {cells[-1]}", flush=True)
+    return cells
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", default="canterbury/alice29.txt,misc/mapsdatazrh")
+    parser.add_argument("--jobs", type=int, default=1, help="files run in this many processes, one core each")
+    parser.add_argument("--json", help=argparse.SUPPRESS)  # a worker's results
     args = parser.parse_args()
-    numerics.activate("cpu", 1)
-    files = args.files.split(",")
-    header = "| lever | " + " | ".join(files) + " |\n|---|" + "---:|" * len(files) + "\n"
-    rows = []
-    for label, changes in STEPS:
-        config = preset("large") if changes is None else preset("default").replace(**changes)
-        cells = []
-        for file in files:
-            data = (CORPORA / file).read_bytes()
-            tokens = np.frombuffer(data, np.uint8).astype(np.int32)
-            started = time.perf_counter()
-            bits = train_pass(learner_for(config), Layout(len(data), config.streams, config.segment), ArrayStore(tokens))[0].sum()
-            cells.append(f"{bits / len(data):.4f} ({len(data) / 1000 / (time.perf_counter() - started):.1f} KB/s)")
-        rows.append(f"| {label} | " + " | ".join(cells) + " |\n")
-        print(rows[-1], end="", flush=True)
+    files = [CORPORA / f for f in args.files.split(",")]
+    if args.jobs > 1:
+        columns = in_workers(__file__, files, args.jobs, [])
+    else:
+        numerics.activate("cpu", 1)
+        columns = [file_column(path) for path in files]
+        if args.json:
+            Path(args.json).write_text(json.dumps(columns))
+            return
+    names = [f"{path.parent.name}/{path.name}" for path in files]
+    header = "| lever | " + " | ".join(names) + " |\n|---|" + "---:|" * len(files) + "\n"
+    rows = [f"| {label} | " + " | ".join(column[i] for column in columns) + " |\n" for i, (label, _) in enumerate(STEPS)]
+    processes = f" Files ran in {args.jobs} processes at once, each on its own core." if args.jobs > 1 else ""
     text = (
         "# What each lever bought (generated by experiments/ablation.py)\n\n"
-        f"{provenance(1)}\n\nBits per byte of the sum of per-token losses (no header or code), scored by the "
-        "training pass; in brackets the speed of that pass (training only, no coder). Each row adds one lever "
-        "to the row above, except the last three, which vary the default preset.\n\n" + header + "".join(rows)
+        f"{provenance(1)}{processes}\n\nBits per byte of the sum of per-token losses (no header or code), scored by the "
+        "training pass; in brackets the speed of that pass (training only, no coder, compilation included). Each row up to "
+        "the default preset adds one lever to the row above; the rows after it vary the default, or are other presets.\n\n"
+        + header
+        + "".join(rows)
     )
     (DOCS / "ratio-levers.md").write_text(text)
     print(text)

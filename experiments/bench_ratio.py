@@ -18,12 +18,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import CORPORA, DOCS, corpus_files, provenance
+from common import CORPORA, DOCS, corpus_files, in_workers, provenance
 
 import prequential
 from prequential import api, numerics
@@ -100,27 +99,6 @@ def measure_file(path: Path, presets: list[str], peers: list[str]) -> dict:
     return {"row": f"| {path.parent.name}/{path.name} | {n:,} | " + " | ".join(cells) + f" | {best} |\n", "speeds": speeds}
 
 
-def in_workers(files: list[Path], args: argparse.Namespace) -> list[dict]:
-    """Run the files in `args.jobs` processes, each pinned to its own core (largest files first,
-    each to the least loaded worker), and return their results in the order of `files`."""
-    shares: list[list[Path]] = [[] for _ in range(args.jobs)]
-    for path in sorted(files, key=lambda p: -p.stat().st_size):
-        min(shares, key=lambda share: sum(p.stat().st_size for p in share)).append(path)
-    cores = sorted(os.sched_getaffinity(0))
-    with tempfile.TemporaryDirectory() as tmp:
-        workers = []
-        for k, share in enumerate(filter(None, shares)):
-            out = Path(tmp) / f"{k}.json"
-            command = [sys.executable, __file__, "--presets", args.presets, "--files", ",".join(str(p) for p in share), "--json", str(out)]
-            workers.append((share, out, subprocess.Popen(["taskset", "-c", str(cores[k % len(cores)]), *command])))
-        results = {}
-        for share, out, worker in workers:
-            if worker.wait():
-                raise SystemExit(f"a worker failed on {', '.join(p.name for p in share)}")
-            results |= dict(zip(share, json.loads(out.read_text()), strict=True))
-    return [results[path] for path in files]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="default")
@@ -134,7 +112,7 @@ def main() -> None:
     presets = args.presets.split(",")
     peers = [name for name in PEERS if name not in absent]
     if args.jobs > 1:
-        results = in_workers(files, args)
+        results = in_workers(__file__, files, args.jobs, ["--presets", args.presets])
     else:
         numerics.activate("cpu", 1)
         results = []

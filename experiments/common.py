@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -50,3 +52,25 @@ def run_prequential(
     started = time.perf_counter()
     done = subprocess.run([*prefix, sys.executable, "-m", "prequential", *args], cwd=cwd, capture_output=True, text=True, env=env)
     return time.perf_counter() - started, done
+
+
+def in_workers(script: str, files: list[Path], jobs: int, options: list[str]) -> list:
+    """Run `script --files F1,F2.. --json OUT *options` in `jobs` processes, each pinned to its own
+    core (the largest files first, each to the least loaded worker); each worker writes a JSON list
+    with one result per file. Returns the results in the order of `files`."""
+    shares: list[list[Path]] = [[] for _ in range(jobs)]
+    for path in sorted(files, key=lambda p: -p.stat().st_size):
+        min(shares, key=lambda share: sum(p.stat().st_size for p in share)).append(path)
+    cores = sorted(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        workers = []
+        for k, share in enumerate(filter(None, shares)):
+            out = Path(tmp) / f"{k}.json"
+            command = [sys.executable, script, "--files", ",".join(str(p) for p in share), "--json", str(out), *options]
+            workers.append((share, out, subprocess.Popen(["taskset", "-c", str(cores[k % len(cores)]), *command])))
+        results = {}
+        for share, out, worker in workers:
+            if worker.wait():
+                raise SystemExit(f"a worker failed on {', '.join(p.name for p in share)}")
+            results |= dict(zip(share, json.loads(out.read_text()), strict=True))
+    return [results[path] for path in files]

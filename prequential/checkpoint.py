@@ -20,11 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prequential.counts import ContextCounts
 from prequential.errors import PrequentialError
 from prequential.learner import Learner
 from prequential.replay import Carry, Snapshot, new_counts
 
-_COUNT_ARRAYS = ("counts", "checks", "context", "word", "previous_words", "recent", "match_table", "match_at", "match_run")
+# The count table itself is saved as its used rows only (see _used_rows); these are saved whole.
+_COUNT_ARRAYS = ("checks", "context", "word", "previous_words", "recent", "match_table", "match_at", "match_run")
 
 
 def save(path: str | Path, identity: dict[str, Any], progress: dict[str, Any], snapshot: Snapshot) -> None:
@@ -40,7 +42,8 @@ def save(path: str | Path, identity: dict[str, Any], progress: dict[str, Any], s
     counts = snapshot.carry.counts
     if counts is not None:
         arrays |= {f"counts.{name}": getattr(counts, name) for name in _COUNT_ARRAYS}
-        arrays["counts.time"] = np.array(counts.time)
+        rows = _used_rows(counts)
+        arrays |= {"counts.rows": rows, "counts.counts": counts.counts[rows], "counts.time": np.array(counts.time)}
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as out:
         np.savez(out, **arrays)
@@ -63,12 +66,19 @@ def load(path: str | Path, identity: dict[str, Any], learner: Learner) -> tuple[
             if counts is not None:
                 for name in _COUNT_ARRAYS:
                     getattr(counts, name)[...] = z[f"counts.{name}"]
+                counts.counts[z["counts.rows"]] = z["counts.counts"]
                 counts.time = int(z["counts.time"])
             segment_bits = z["segment_bits"].copy() if "segment_bits" in z else None
             snapshot = Snapshot(int(z["next_segment"]), Carry(state, counts), float(z["ideal_bits"]), segment_bits)
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, IndexError) as err:
         raise PrequentialError(f"checkpoint {str(path)!r} is unreadable ({err}); remove it to start over") from None
     return run["progress"], snapshot
+
+
+def _used_rows(counts: ContextCounts) -> np.ndarray:
+    """Rows of the count table that are not all zero: the table has up to millions of rows, of
+    which a run has touched at most (positions x channels), so a checkpoint keeps only those."""
+    return np.flatnonzero((counts.checks != 0) | counts.counts.any(axis=1))
 
 
 class Checkpointer:
