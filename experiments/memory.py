@@ -47,7 +47,9 @@ def timed(args: list[str], core: int, cwd: Path, seconds: float | None) -> tuple
     """(peak RSS in bytes, wall seconds, stderr) of the prequential command, stopped after `seconds`."""
     command = ["/usr/bin/time", "-v", "taskset", "-c", str(core), sys.executable, "-m", "prequential", *args]
     started = time.monotonic()
-    proc = subprocess.Popen(command, cwd=cwd, stderr=subprocess.PIPE, text=True)
+    # A shell's background job ignores SIGINT, and the command would inherit that: restore it.
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(command, cwd=cwd, stderr=subprocess.PIPE, text=True, preexec_fn=restore)
     try:
         _, err = proc.communicate(timeout=seconds)
     except subprocess.TimeoutExpired:
