@@ -43,13 +43,17 @@ def generated(path: Path, n_bytes: int) -> None:
             written += len(piece)
 
 
+def _default_sigint() -> None:
+    """A shell's background job ignores SIGINT and its commands inherit that; undo it, so the
+    stop below works as Ctrl-C does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def timed(args: list[str], core: int, cwd: Path, seconds: float | None) -> tuple[int, float, str]:
     """(peak RSS in bytes, wall seconds, stderr) of the prequential command, stopped after `seconds`."""
     command = ["/usr/bin/time", "-v", "taskset", "-c", str(core), sys.executable, "-m", "prequential", *args]
     started = time.monotonic()
-    # A shell's background job ignores SIGINT, and the command would inherit that: restore it.
-    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
-    proc = subprocess.Popen(command, cwd=cwd, stderr=subprocess.PIPE, text=True, preexec_fn=restore)
+    proc = subprocess.Popen(command, cwd=cwd, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     try:
         _, err = proc.communicate(timeout=seconds)
     except subprocess.TimeoutExpired:
