@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -11,8 +12,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from prequential import accounting, numerics
 
@@ -54,11 +57,24 @@ def run_prequential(
     return time.perf_counter() - started, done
 
 
-def in_workers(script: str, files: list[Path], jobs: int, options: list[str]) -> list:
-    """Run `script --files F1,F2.. --json OUT *options` in `jobs` processes, each pinned to its own
-    core (the largest files first, each to the least loaded worker); each worker writes a JSON list
-    with one result per file. Returns the results in the order of `files`."""
-    shares: list[list[Path]] = [[] for _ in range(jobs)]
+def per_file_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--jobs", type=int, default=1, help="files run in this many processes, one core each")
+    parser.add_argument("--json", help=argparse.SUPPRESS)  # a worker writes its results here
+
+
+def per_file(script: str, files: list[Path], args: argparse.Namespace, work: Callable[[Path], Any], options: list[str]) -> list:
+    """work(path) for every file, in the order of `files`: here on one core, or (--jobs N) in N
+    processes, each pinned to its own core and running `script --files ... --json OUT *options` on
+    its share (the largest files first, each to the least loaded worker). A worker writes its
+    results as JSON and exits."""
+    if args.jobs <= 1:
+        numerics.activate("cpu", 1)
+        results = [work(path) for path in files]
+        if args.json:
+            Path(args.json).write_text(json.dumps(results))
+            raise SystemExit(0)
+        return results
+    shares: list[list[Path]] = [[] for _ in range(args.jobs)]
     for path in sorted(files, key=lambda p: -p.stat().st_size):
         min(shares, key=lambda share: sum(p.stat().st_size for p in share)).append(path)
     cores = sorted(os.sched_getaffinity(0))
@@ -74,3 +90,8 @@ def in_workers(script: str, files: list[Path], jobs: int, options: list[str]) ->
                 raise SystemExit(f"a worker failed on {', '.join(p.name for p in share)}")
             results |= dict(zip(share, json.loads(out.read_text()), strict=True))
     return [results[path] for path in files]
+
+
+def jobs_note(args: argparse.Namespace) -> str:
+    """For the provenance line: how the files shared the machine."""
+    return f" Files ran in {args.jobs} processes at once, each on its own core." if args.jobs > 1 else ""

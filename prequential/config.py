@@ -67,6 +67,7 @@ class Config:
 
     @property
     def word_channels(self) -> int:
+        """Word contexts: the current word, then one more per previous word it is joined with."""
         return self.count_words + 1 if self.count_words else 0
 
     @property

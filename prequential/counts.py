@@ -44,16 +44,18 @@ class ContextCounts:
         self.config = config
         self.orders = np.arange(1, config.count_orders + 1, dtype=np.uint64)
         self.masks = (np.uint64(1) << (np.uint64(8) * self.orders)) - np.uint64(1)
-        self.hashed_channels = config.count_orders + 2 * config.count_sparse + config.word_channels
+        # Per hashed channel, in the order of _keys: the bits of its keys, and whether it decays.
+        channels = [(8 * k, k >= config.count_decay_from) for k in range(1, config.count_orders + 1)]
+        channels += [(8, False), (16, False)] * config.count_sparse + [(64, True)] * config.word_channels
+        self.hashed_channels = len(channels)
+        key_bits = np.array([bits for bits, _ in channels], np.int64)
+        self._decays = np.array([decays for _, decays in channels], bool)
         # A channel whose keys have fewer bits than count_rows_log2 (orders 1 and 2, the sparse
         # contexts) gets a few times as many rows as it has contexts; the others get 2**count_rows_log2.
-        key_bits = [8 * k for k in range(1, config.count_orders + 1)] + [8, 16] * config.count_sparse + [64] * config.word_channels
-        rows_log2 = np.minimum(np.array(key_bits, np.int64) + 2, config.count_rows_log2)  # + 2: fewer collisions
+        rows_log2 = np.minimum(key_bits + 2, config.count_rows_log2)  # + 2: fewer collisions
         self.shifts = (64 - rows_log2).astype(np.uint64)[None, :]
         self._row_base = np.concatenate([[0], np.cumsum(1 << rows_log2)[:-1]])[None, :]
         rows = int(np.sum(1 << rows_log2))
-        long_orders = [k >= config.count_decay_from for k in range(1, config.count_orders + 1)]
-        self._decays = np.array(long_orders + [False, False] * config.count_sparse + [True] * config.word_channels)
         # Counts are halved before one passes count_limit - 1, and a step adds at most one per
         # stream, so limit - 1 + streams bounds them: bytes when that fits, which halves the memory.
         dtype = np.uint8 if config.count_limit - 1 + streams <= 255 else np.uint16
@@ -107,7 +109,7 @@ class ContextCounts:
         keys = self._keys()
         self._rows = self._row_base + ((keys * _ROW_HASH) >> self.shifts).astype(np.int64)
         self._check = ((keys * _CHECK_HASH) >> np.uint64(32)).astype(np.uint32)
-        found = self.counts[self._rows].astype(np.uint16)
+        found = self.counts[self._rows].astype(np.uint16, copy=False)  # the model takes uint16
         found[self.checks[self._rows] != self._check] = 0
         if self.config.match_model:
             found = np.concatenate([found, self._match_counts()], axis=1)

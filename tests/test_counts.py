@@ -53,6 +53,14 @@ def test_a_third_word_context_keys_on_the_two_previous_words():
     assert found[0, 2].sum() == 2
 
 
+def test_match_model_forgets_what_left_its_ring():
+    text = b"abcdefghij" + bytes(300) + b"abcdefghi"
+    # The context "bcdefghi" occurred 310 positions ago, more than a 256-token ring holds: no prediction.
+    assert not feed(ContextCounts(TINY.replace(match_window_log2=8), 1), text)[0, -1].any()
+    near = feed(ContextCounts(TINY.replace(match_window_log2=9), 1), text)
+    assert near[0, -1, ord("j")] > 0  # within a 512-token ring it predicts the "j"
+
+
 def test_three_word_contexts_round_trip():
     config = TINY.replace(count_words=2, count_sparse=1)
     data = b"the cat sat on the mat, the cat sat on the hat. " * 40

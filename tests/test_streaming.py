@@ -11,7 +11,6 @@ from conftest import SAMPLE
 import prequential
 from prequential import api
 from prequential.config import preset
-from prequential.counts import ContextCounts
 from prequential.errors import PrequentialError
 from prequential.store import FileStore
 
@@ -55,21 +54,6 @@ def test_streams_longer_than_the_match_window_round_trip(window_log2):
     blob = prequential.compress(data, config)
     assert prequential.decompress(blob) == data
     assert blob != prequential.compress(data, TINY)  # the window changes what the match model sees
-
-
-def test_match_model_forgets_what_left_its_ring():
-    counts = ContextCounts(TINY.replace(match_window_log2=8), streams=1)
-    text = np.frombuffer(b"abcdefghij" + bytes(300) + b"abcdefghi", np.uint8).astype(np.int32)
-    for token in text:
-        counts.lookup()
-        counts.update(np.ones(1, bool), np.array([token]))
-    # The context "bcdefghi" occurred 310 positions ago, more than the ring holds: no prediction.
-    assert not counts.lookup()[0, -1].any()
-    near = ContextCounts(TINY.replace(match_window_log2=9), streams=1)
-    for token in text:
-        near.lookup()
-        near.update(np.ones(1, bool), np.array([token]))
-    assert near.lookup()[0, -1, ord("j")] > 0  # within a 512-token ring it predicts the "j"
 
 
 def test_a_file_that_shrinks_while_read_is_a_clear_error(tmp_path):
