@@ -38,6 +38,8 @@ class Config:
     count_decay_from: int = 5  # byte contexts this long or longer (and word contexts) decay
     count_alpha: float = 0.025  # additive smoothing of each count distribution
     count_weight: float = 0.3  # initial mixing weight of each channel
+    count_states: int = 1  # calibration of counts per context state (model.py): 0 none, 1 cheap, 2 full
+    count_state_rate: float = 10.0  # how many times faster than the rest those small tables learn
     # Schedule: the input is cut into `streams` equal parallel streams; after every `segment`
     # steps the model takes one gradient step on the tokens just coded. Each token attends to the
     # `memory` tokens before its segment plus the segment so far.
@@ -47,9 +49,11 @@ class Config:
     # Devices the streams are split over (data parallel); 0: all local devices of the backend.
     # The layout used is recorded in the header, and a decoder needs as many devices.
     devices: int = 0
-    # Optimizer: Adam with per-parameter clipping and a linear warm-up of the learning rate.
+    # Optimizer: Adam with per-parameter clipping, a linear warm-up of the learning rate, and its
+    # decay as 1 / sqrt(1 + tokens / lr_decay_tokens) over the tokens trained on.
     learning_rate: float = 3.5e-4
     warmup_segments: int = 0
+    lr_decay_tokens: int = 128000  # 0: no decay
     adam_b1: float = 0.0
     adam_b2: float = 0.9999
     adam_eps: float = 1e-8
@@ -123,10 +127,12 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "match_model": (0, 1),
     "count_rows_log2": (4, 24),
     "match_window_log2": (8, 26),
+    "count_states": (0, 2),
     "count_limit": (2, 60000),
     "count_decay": (0, 60000),
     "count_decay_from": (1, 7),
     "warmup_segments": (0, 2**31 - 1),
+    "lr_decay_tokens": (0, 2**31 - 1),
     "seed": (0, 2**31 - 1),
     "sync_segments": (1, 2**31 - 1),
     "block_segments": (1, 2**31 - 1),
@@ -139,6 +145,7 @@ _FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
     "grad_clip": (0.0, 1e9),
     "count_alpha": (1e-6, 1e3),
     "count_weight": (-100.0, 100.0),
+    "count_state_rate": (1e-3, 1e3),
 }
 
 PRESETS: dict[str, Config] = {
@@ -160,9 +167,21 @@ PRESETS: dict[str, Config] = {
     "small": Config(n_layers=1, d_model=64, n_heads=2, d_ff=256),
     # Sized for a 2-core CPU: about 6 KB/s on one core.
     "default": Config(),
-    # Stronger and slower: sparse contexts, a third word context, twice the count rows, and twice
-    # the updates per byte at a lower learning rate.
-    "strong": Config(count_sparse=1, count_words=2, count_rows_log2=20, streams=4, segment=16, memory=16, learning_rate=1.5e-4),
+    # Stronger and slower (about 2 KB/s): sparse contexts, a third word context, twice the count
+    # rows, the full calibration of counts, and one stream updated every 16 tokens (16 times the
+    # updates per byte of the default) at a lower learning rate, seeing 48 tokens before its
+    # segment; syncs every 64 K tokens.
+    "strong": Config(
+        count_sparse=1,
+        count_words=2,
+        count_rows_log2=20,
+        count_states=2,
+        streams=1,
+        segment=16,
+        memory=48,
+        learning_rate=1e-4,
+        sync_segments=4096,
+    ),
     # NNCP's default transformer shape (4 layers, d_model 256): much slower, barely stronger here.
     "large": Config(n_layers=4, d_model=256, n_heads=8, d_ff=1024),
     # For a GPU (--backend gpu): 25 M parameters, and 64 streams so that each step codes 64 bytes.

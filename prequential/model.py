@@ -69,23 +69,62 @@ class Block(nn.Module):
 
 
 class CountMixer(nn.Module):
-    """Adds the log-probabilities of K count channels (counts.py) to the logits, each with a
-    learned weight that depends on the position's hidden state and on how often its context was seen."""
+    """Adds K count channels (counts.py) to the logits: channel k adds w_k * log_p_k(v) for each
+    byte v, where log_p_k(v) grows with the count n_kv of v in the channel's context. The weight
+    w_k is linear in the position's hidden state and in how often the context was seen.
+
+    With `states`, a channel's state (how many bytes its context has seen, in 12 log2 buckets, and
+    how many distinct ones, in 6) picks learned corrections: a weight offset and an offset for the
+    context's most frequent byte (states 1); also the smoothing a_k of log(n + a_k) and an offset
+    per count level, 0..15 and whether it is the largest, in place of that one (states 2, slower).
+    This calibrates counts into log-probabilities by gradient, with the rest of the model. Adam
+    moves each parameter by about the learning rate per step, too slow for such small tables, so
+    they are stored divided by `state_rate` and move that many times faster.
+    """
 
     channels: int
     alpha: float
     initial_weight: float
     max_count: int  # counts stay below this (counts.py halves them at a limit)
+    states: int
+    state_rate: float
+
+    def _lookup(self, name: str, value: float, state: jax.Array, *shape: int) -> jax.Array:
+        """Each channel's entry for its state (..., K) in a learned table (K, 72, *shape) that
+        starts at `value` and learns state_rate times faster. A one-hot product, not a gather:
+        the gradient of a gather is a scatter-add, whose order XLA does not fix when the
+        streams are split over devices, while a product's is fixed."""
+        init = nn.initializers.constant(value / self.state_rate)
+        table = self.state_rate * self.param(name, init, (self.channels, 72, *shape))
+        rows = table.reshape(self.channels, 72, -1)
+        found = jnp.einsum("...ks,ksl->...kl", jax.nn.one_hot(state, 72, dtype=table.dtype), rows)
+        return found.reshape(*state.shape, *shape)
 
     @nn.compact
     def __call__(self, logits: jax.Array, hidden: jax.Array, counts: jax.Array) -> jax.Array:
-        # log(c + alpha) of integer counts from a table: a gather instead of K * V logs a step.
-        log_table = jnp.log(jnp.arange(self.max_count, dtype=jnp.float32) + self.alpha)
-        seen = jnp.sum(counts.astype(jnp.float32), axis=-1, keepdims=True)  # (..., K, 1)
-        log_p = log_table[counts.astype(jnp.int32)] - jnp.log(seen + self.alpha * counts.shape[-1])
-        features = jnp.concatenate([hidden, jnp.log1p(seen[..., 0])], axis=-1)
+        seen = jnp.sum(counts.astype(jnp.float32), axis=-1)  # (..., K)
+        features = jnp.concatenate([hidden, jnp.log1p(seen)], axis=-1)
         initial = nn.initializers.constant(self.initial_weight)
         weights = nn.Dense(self.channels, kernel_init=nn.initializers.zeros, bias_init=initial)(features)
+        if self.states:
+            seen_bucket = jnp.clip(jnp.floor(jnp.log2(seen + 1.0)), 0, 11).astype(jnp.int32)
+            distinct = jnp.maximum(jnp.sum(counts > 0, axis=-1), 1).astype(jnp.float32)
+            state = seen_bucket * 6 + jnp.clip(jnp.ceil(jnp.log2(distinct)), 0, 5).astype(jnp.int32)  # (..., K)
+            weights = weights + self._lookup("state_weight", 0.0, state)
+            largest = counts == jnp.max(counts, axis=-1, keepdims=True)
+        if self.states == 2:
+            alpha = jnp.exp(self._lookup("state_log_alpha", math.log(self.alpha), state))[..., None]
+            level = jnp.minimum(counts, 15).astype(jnp.int32) + 16 * largest  # (..., K, V)
+            offsets = self._lookup("state_level", 0.0, state, 32)  # (..., K, 32)
+            log_p = jnp.log(counts + alpha) + jnp.einsum("...kvl,...kl->...kv", jax.nn.one_hot(level, 32, dtype=offsets.dtype), offsets)
+        else:
+            # log(n + alpha) from a table: a gather instead of K * V logs a step.
+            log_table = jnp.log(jnp.arange(self.max_count, dtype=jnp.float32) + self.alpha)
+            log_p = log_table[counts.astype(jnp.int32)]
+            if self.states == 1:
+                log_p = log_p + jnp.where(largest, self._lookup("state_largest", 0.0, state)[..., None], 0.0)
+        # A channel's normalizer (its log of total count plus smoothing) is the same for every
+        # byte, so the softmax needs none.
         return logits + jnp.einsum("...k,...kv->...v", weights, log_p)
 
 
@@ -100,7 +139,8 @@ class Transformer(nn.Module):
         self.ln_out = nn.LayerNorm()
         self.head = nn.Dense(c.vocab_size, kernel_init=nn.initializers.zeros)  # uniform at start
         if c.count_channels:
-            self.mixer = CountMixer(c.count_channels, c.count_alpha, c.count_weight, c.count_limit + c.streams + 1)
+            max_count = c.count_limit + c.streams + 1
+            self.mixer = CountMixer(c.count_channels, c.count_alpha, c.count_weight, max_count, c.count_states, c.count_state_rate)
 
     def _output(self, x: jax.Array, counts: jax.Array | None) -> jax.Array:
         hidden = self.ln_out(x)

@@ -149,8 +149,10 @@ class _Window:
         self.inputs[:, : memory + 1] = np.where(layout.valid(first - memory - 1, first), known, start_symbol)
 
     def model_inputs(self) -> np.ndarray:
-        """(B, M + T): what the model sees for the segment."""
-        return self.inputs[:, :-1]
+        """(B, M + T): what the model sees for the segment. A copy: a jitted call may read its
+        host arguments after it returns (split over devices, it did), and advance() overwrites
+        these inputs in place."""
+        return self.inputs[:, :-1].copy()
 
     def input_at(self, i: int) -> np.ndarray:
         return self.inputs[:, self.memory + i]

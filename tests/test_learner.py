@@ -1,0 +1,50 @@
+"""The learner's schedule and the learned calibration of counts (learner.py, model.py)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+import pytest
+
+import prequential
+from prequential.config import preset
+from prequential.learner import Learner, learning_rate
+
+TINY = preset("tiny")
+
+
+def test_learning_rate_warms_up_then_decays_with_the_tokens_trained_on():
+    config = TINY.replace(learning_rate=1e-3, warmup_segments=4, lr_decay_tokens=3200)
+    per_update = config.streams * config.segment  # 32 tokens
+    rate = learning_rate(config)
+    assert float(rate(0)) == pytest.approx(1e-3 / 4)
+    assert float(rate(4)) == pytest.approx(1e-3 / math.sqrt(1 + 4 * per_update / 3200))
+    assert float(rate(100)) == pytest.approx(1e-3 / math.sqrt(2))  # 3200 tokens in
+    assert float(learning_rate(config.replace(warmup_segments=0, lr_decay_tokens=0))(10**6)) == pytest.approx(1e-3)
+
+
+def test_count_state_tables_move_state_rate_times_faster():
+    config = TINY.replace(count_states=2, count_state_rate=8.0, learning_rate=1e-3, lr_decay_tokens=0)
+    learner = Learner.create(config)
+    state = learner.init()
+    mixer = state.params["params"]["mixer"]
+    np.testing.assert_allclose(8.0 * mixer["state_log_alpha"], math.log(config.count_alpha), rtol=1e-6)
+    rng = np.random.default_rng(1)
+    window = rng.integers(0, 256, (config.streams, config.window), dtype=np.int32)
+    targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
+    counts = rng.integers(0, 5, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16)
+    before = jax.tree_util.tree_map(np.asarray, state.params)
+    after, _ = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
+    step = jax.tree_util.tree_map(lambda a, b: np.abs(np.asarray(a) - b).max(), after.params, before)["params"]["mixer"]
+    # Adam's first step moves every parameter with a gradient by the learning rate; a table is
+    # stored divided by state_rate, so its value moves 8 times as far.
+    assert step["state_weight"] == pytest.approx(1e-3, rel=1e-3)
+    assert step["Dense_0"]["kernel"] == pytest.approx(1e-3, rel=1e-3)
+
+
+@pytest.mark.parametrize("count_states", [0, 1, 2])
+def test_counts_round_trip_with_each_calibration(count_states):
+    data = b"a rose is a rose is a rose; " * 30
+    assert prequential.decompress(prequential.compress(data, TINY.replace(count_states=count_states))) == data
