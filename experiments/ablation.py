@@ -21,7 +21,7 @@ from prequential.replay import Layout, train_pass
 from prequential.store import ArrayStore
 
 # The count settings of the first default (2026-11-25), before the count-table levers below.
-OFF = {"count_states": 0, "lr_decay_tokens": 0}  # the levers of the latest step
+OFF = {"lr_decay_tokens": 0}  # the lever of the latest step
 FIRST = {**OFF, "count_rows_log2": 16, "count_limit": 255, "count_decay": 0, "count_alpha": 0.05, "learning_rate": 2.5e-4}
 NONE = {**FIRST, "count_orders": 0, "count_words": 0, "match_model": 0, "learning_rate": 1e-3}
 LATER = {**OFF, "count_alpha": 0.05, "learning_rate": 2.5e-4}  # retuned later
@@ -34,14 +34,14 @@ STEPS = [
     ("+ 2^19 rows of one-byte counts per long channel, short channels sized to fit", {**LATER, "count_decay": 0}),
     ("+ long contexts decay (count_decay 12, from order 5 and in words)", LATER),
     ("+ smoothing 0.025 and learning rate 3.5e-4", OFF),
-    ("+ counts calibrated per context state (count_states = 1)", {"lr_decay_tokens": 0}),
     ("+ learning rate decay, 1 / sqrt(1 + tokens / 128000) = the default preset", {}),
+    ("default with counts calibrated per context state (count_states = 1)", {"count_states": 1}),
     ("default with sparse contexts (count_sparse = 1: two more channels)", {"count_sparse": 1}),
     ("default with a third word context (count_words = 2)", {"count_words": 2}),
     ("default with the full calibration of counts (count_states = 2)", {"count_states": 2}),
     (
         "the previous strong preset (4 streams x 16, lr 1.5e-4, no calibration, no decay)",
-        ("strong", {**OFF, "streams": 4, "learning_rate": 1.5e-4, "sync_segments": 256}),
+        ("strong", {**OFF, "count_states": 0, "streams": 4, "memory": 16, "learning_rate": 1.5e-4, "sync_segments": 256}),
     ),
     ("strong preset (sparse, 3 word contexts, 2^20 rows, full calibration, 1 stream x 16, lr 1e-4)", "strong"),
     ("large preset (4 layers, d_model 256)", "large"),

@@ -38,7 +38,7 @@ class Config:
     count_decay_from: int = 5  # byte contexts this long or longer (and word contexts) decay
     count_alpha: float = 0.025  # additive smoothing of each count distribution
     count_weight: float = 0.3  # initial mixing weight of each channel
-    count_states: int = 1  # calibration of counts per context state (model.py): 0 none, 1 cheap, 2 full
+    count_states: int = 0  # calibration of counts per context state (model.py): 0 none, 1 cheap, 2 full
     count_state_rate: float = 10.0  # how many times faster than the rest those small tables learn
     # Schedule: the input is cut into `streams` equal parallel streams; after every `segment`
     # steps the model takes one gradient step on the tokens just coded. Each token attends to the
@@ -167,7 +167,7 @@ PRESETS: dict[str, Config] = {
     "small": Config(n_layers=1, d_model=64, n_heads=2, d_ff=256),
     # Sized for a 2-core CPU: about 6 KB/s on one core.
     "default": Config(),
-    # Stronger and slower (about 2 KB/s): sparse contexts, a third word context, twice the count
+    # Stronger and slower (about 1.1 KB/s): sparse contexts, a third word context, twice the count
     # rows, the full calibration of counts, and one stream updated every 16 tokens (16 times the
     # updates per byte of the default) at a lower learning rate, seeing 48 tokens before its
     # segment; syncs every 64 K tokens.

@@ -92,8 +92,8 @@ class CountMixer(nn.Module):
     def _lookup(self, name: str, value: float, state: jax.Array, *shape: int) -> jax.Array:
         """Each channel's entry for its state (..., K) in a learned table (K, 72, *shape) that
         starts at `value` and learns state_rate times faster. A one-hot product, not a gather:
-        the gradient of a gather is a scatter-add, whose order XLA does not fix when the
-        streams are split over devices, while a product's is fixed."""
+        its gradient is a matrix product with a fixed summation order, where a gather's is a
+        scatter-add (atomics on GPUs unless the deterministic flags hold)."""
         init = nn.initializers.constant(value / self.state_rate)
         table = self.state_rate * self.param(name, init, (self.channels, 72, *shape))
         rows = table.reshape(self.channels, 72, -1)
