@@ -2,7 +2,9 @@
 
 Outputs are written to a temporary file beside the destination and renamed into place only
 when complete (and, for decompression, only after the SHA-256 matched), so an error or an
-interruption never leaves a partial file. Errors are one line on stderr and a non-zero exit.
+interruption never leaves a partial file. Errors, usage errors included, are one line on stderr
+and exit status 1; with several files, each is handled and reported, and a failure does not stop
+the others.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 from prequential import accounting, api, container, numerics, plots
 from prequential import config as configs
@@ -34,16 +36,29 @@ class UsageError(PrequentialError):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit status 1 like every other error (not usage text and 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+XZ_MANNERS = """Without a command, the manners of xz and zstd: prequential FILE... compresses, -d decompresses,
+-t tests (verify), -l lists (info), -c writes to standard output (docs/cli.md)."""
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="prequential", description="Lossless compression by learning the data online.")
+    p = _Parser(prog="prequential", description="Lossless compression by learning the data online.", epilog=XZ_MANNERS)
     p.add_argument("--version", action="version", version=f"prequential {accounting.package_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(q: argparse.ArgumentParser, output: bool = True) -> None:
-        q.add_argument("file", help="input file, or - for standard input")
+        q.add_argument("files", nargs="+", metavar="FILE", help="input files, or - for standard input")
         q.add_argument("--given", metavar="X", help="the model first trains on file X (decoding needs X too)")
         if output:
-            q.add_argument("-o", "--output", help="output path, or - for standard output")
+            to = q.add_mutually_exclusive_group()
+            to.add_argument("-o", "--output", help="output path (one FILE only), or - for standard output")
+            to.add_argument("-c", "--stdout", dest="output", action="store_const", const="-", help="write to standard output, as -o -")
             q.add_argument(
                 "-k", "--keep", action="store_true", help="keep the input file (it is deleted after success otherwise, as with xz)"
             )
@@ -70,14 +85,19 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("--process-id", type=int, metavar="I", help="this process's number, 0..N-1; process 0 writes the output")
 
     def model(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--preset", help=f"named configuration: {', '.join(configs.PRESETS)} (default: default)")
-        q.add_argument("--config", metavar="PATH", help="TOML or JSON file of config fields (may name a preset)")
+        g = q.add_mutually_exclusive_group()
+        g.add_argument("--preset", help=f"named configuration: {', '.join(configs.PRESETS)} (default: default)")
+        g.add_argument("--config", metavar="PATH", help="TOML or JSON file of config fields (may name a preset)")
 
     c = sub.add_parser("compress", help="compress FILE to FILE.pq")
     common(c)
     model(c)
     c.add_argument(
-        "--threads", type=int, default=1, help="CPU threads for XLA; a decoder needs at least as many cores (default: 1, decodes anywhere)"
+        "-T",
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for XLA; a decoder needs at least as many cores (default: 1, decodes anywhere)",
     )
     c.add_argument(
         "--devices",
@@ -114,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("file", help="data file, or - for standard input")
     model(e)
     e.add_argument("--given", metavar="X", help="train on file X first and report L(DATA | X) next to L(DATA)")
-    e.add_argument("--threads", type=int, help="CPU threads for XLA (default: all; nothing needs decoding)")
+    e.add_argument("-T", "--threads", type=int, help="CPU threads for XLA (default: all; nothing needs decoding)")
     backend(e)
     e.add_argument("--json", metavar="PATH", help="write the result as JSON (schema: docs/measure.md)")
     e.add_argument("--plot", metavar="PATH", help="write the learning curve (PNG, or SVG by suffix)")
@@ -123,17 +143,18 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("compare", help="measure several presets or configs on the same DATA")
     r.add_argument("file", help="data file, or - for standard input")
-    r.add_argument("--presets", help="comma-separated preset names")
-    r.add_argument("--configs", help="comma-separated TOML/JSON config files")
-    r.add_argument("--threads", type=int, help="CPU threads for XLA (default: all)")
+    models = r.add_mutually_exclusive_group(required=True)
+    models.add_argument("--presets", help="comma-separated preset names")
+    models.add_argument("--configs", help="comma-separated TOML/JSON config files")
+    r.add_argument("-T", "--threads", type=int, help="CPU threads for XLA (default: all)")
     backend(r)
     r.add_argument("--json", metavar="PATH", help="write the results and the crossing points as JSON")
     r.add_argument("--plot", metavar="PATH", help="write the cumulative description lengths (PNG, or SVG by suffix)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     i = sub.add_parser("info", help="print the header and the description-length breakdown")
-    i.add_argument("file")
-    i.add_argument("--json", metavar="PATH", help="also write it as JSON")
+    i.add_argument("files", nargs="+", metavar="FILE")
+    i.add_argument("--json", metavar="PATH", help="also write it as JSON (one FILE only)")
     return p
 
 
@@ -254,7 +275,8 @@ def _write_json(path: str, payload: dict[str, Any]) -> None:
         out.write(json.dumps(payload, indent=2).encode() + b"\n")
 
 
-def _finish(args: argparse.Namespace, output: str) -> None:
+def _remove_input(args: argparse.Namespace, output: str) -> None:
+    """After success, as xz does: the input goes unless -k (or it is a stream)."""
     if not args.keep and args.file != "-" and output != "-":
         os.unlink(args.file)
 
@@ -300,11 +322,11 @@ def _compress(args: argparse.Namespace) -> None:
             source.seek(0)
             report.baselines = accounting.baselines(source)
     if not args.quiet:
-        print(report.format(), file=sys.stderr)
+        print(report.format() if len(args.files) == 1 else f"{args.file}:\n{report.format()}", file=sys.stderr)
     if args.json:
         _write_json(args.json, report.to_dict())
     if not together:  # the other processes may still read the input
-        _finish(args, output)
+        _remove_input(args, output)
 
 
 def _cluster(args: argparse.Namespace) -> numerics.Cluster | None:
@@ -322,8 +344,6 @@ def _cluster(args: argparse.Namespace) -> numerics.Cluster | None:
 
 
 def _config(args: argparse.Namespace) -> configs.Config:
-    if args.preset and args.config:
-        raise UsageError("give --preset or --config, not both")
     return configs.load(args.config) if args.config else configs.preset(args.preset or "default")
 
 
@@ -391,7 +411,7 @@ def _decompress(args: argparse.Namespace) -> None:
     with _atomic_output(output, args.force) as out:
         _decode_to(args, out, args.max_output_size, scratch=os.path.dirname(out.name))
     if cluster is None:  # the other processes may still read the input
-        _finish(args, output)
+        _remove_input(args, output)
 
 
 def _verify(args: argparse.Namespace) -> None:
@@ -469,8 +489,6 @@ def _measure(args: argparse.Namespace) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    if bool(args.presets) == bool(args.configs):
-        raise UsageError("give --presets or --configs (comma-separated)")
     named = (
         {name: configs.preset(name) for name in args.presets.split(",")}
         if args.presets
@@ -511,7 +529,7 @@ def _demo(args: argparse.Namespace) -> None:
         print(
             f"compressing the embedded sample ({len(sample):,} bytes of 'Alice in Wonderland') with preset {args.preset!r}", file=sys.stderr
         )
-        _compress(_parser().parse_args(["compress", original, "-k", "--preset", args.preset, *["-q"] * args.quiet]))
+        _compress(_for_file(_parser().parse_args(["compress", original, "-k", "--preset", args.preset, *["-q"] * args.quiet]), original))
         print("decompressing in a fresh process ...", file=sys.stderr)
         done = subprocess.run(
             [sys.executable, "-m", "prequential", "decompress", "-q", packed, "-o", restored], capture_output=True, text=True
@@ -532,19 +550,97 @@ COMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+# xz's and zstd's flags that name the command, where no command word is given.
+MODE_FLAGS = {"-z": "compress", "-d": "decompress", "-t": "verify", "-l": "info"}
+MODE_WORDS = {"--compress": "compress", "--decompress": "decompress", "--uncompress": "decompress", "--test": "verify", "--list": "info"}
+VALUED_LETTERS = "oT"  # short options whose value may follow in the same word (-T4, -oOUT)
+
+
+def _command_first(argv: list[str]) -> list[str]:
+    """argv with a command word first: where it has none, the command is named by -z, -d, -t or
+    -l (also inside a cluster such as -dk) or is compress, as with xz."""
+    if not argv or argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version"):
+        return argv
+    modes: dict[str, str] = {}  # flag as typed -> command
+    rest = []
+    for at, word in enumerate(argv):
+        if word == "--":  # file names follow, even ones that look like flags
+            rest += argv[at:]
+            break
+        if word in MODE_WORDS:
+            modes[word] = MODE_WORDS[word]
+            continue
+        if word.startswith("-") and not word.startswith("--") and len(word) > 1:
+            kept = ""
+            for i, letter in enumerate(word[1:], 1):
+                if letter in VALUED_LETTERS:
+                    kept += word[i:]
+                    break
+                if f"-{letter}" in MODE_FLAGS:
+                    modes[f"-{letter}"] = MODE_FLAGS[f"-{letter}"]
+                else:
+                    kept += letter
+            if not kept:
+                continue
+            word = f"-{kept}"
+        rest.append(word)
+    if len(set(modes.values())) > 1:
+        raise UsageError(f"give one of {', '.join(MODE_FLAGS)}, not {' and '.join(modes)}")
+    return [next(iter(modes.values()), "compress"), *rest]
+
+
+def _for_file(args: argparse.Namespace, name: str) -> argparse.Namespace:
+    return argparse.Namespace(**vars(args), file=name)
+
+
+def _check_several(args: argparse.Namespace) -> None:
+    """Options that name one path, or processes that run one file together, cannot serve several
+    files; decompressed outputs may follow one another on standard output, as with xz -dc."""
+    output = getattr(args, "output", None)
+    single = {
+        "-o/-c": None if args.command == "decompress" and output == "-" else output,
+        "--json": getattr(args, "json", None),
+        "--checkpoint": getattr(args, "checkpoint", None),
+        "--coordinator": getattr(args, "coordinator", None),
+    }
+    if given := [flag for flag, value in single.items() if value is not None]:
+        raise UsageError(f"{', '.join(given)}: for one FILE only, not {len(args.files)}")
+
+
+MEMORY_MESSAGE = "out of memory (the default preset needs about 1.7 GB, whatever the input size; docs/memory.md)"
+
+
+def _fail(message: str) -> int:
+    print(f"prequential: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _run(args: argparse.Namespace, label: str = "") -> int:
+    """One command on one file: exit status 0, or 1 with its error as one line on stderr."""
     try:
         COMMANDS[args.command](args)
     except PrequentialError as err:
-        print(f"prequential: {err}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("prequential: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _fail(f"{label}{err}")
     except MemoryError:
-        print("prequential: out of memory (the default preset needs about 1 GB, whatever the input size)", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(f"{label}{MEMORY_MESSAGE}")
     except BrokenPipeError:
         return EXIT_ERROR
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(_command_first(sys.argv[1:] if argv is None else argv))
+        names = getattr(args, "files", None)
+        if names is not None and len(names) > 1:
+            _check_several(args)
+    except UsageError as err:
+        return _fail(str(err))
+    try:
+        if names is None:
+            return _run(args)
+        # Each file in turn; the status says whether all succeeded.
+        return max(_run(_for_file(args, name), f"{name}: " if len(names) > 1 else "") for name in names)
+    except KeyboardInterrupt:
+        print("prequential: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
