@@ -45,7 +45,7 @@ PEERS = {
     "brotli -q 11": ("brotli", "brotli", "{bin} -q 11 -c {src} > {out}"),
     "7z PPMd": ("7zip", "7zz", "{bin} a -bd -bso0 -m0=PPMd -mx=9 {out}.7z {src} && mv {out}.7z {out}"),
     "zpaq -m5": ("zpaq", "zpaq", "{bin} add {out}.zpaq {src} -m5 >/dev/null 2>&1 && mv {out}.zpaq {out}"),
-    "paq8px -8L": (None, "paq8px", "{bin} -8L {src} {out} >/dev/null"),
+    "paq8px -8L": (None, "paq8px", "{bin} -8L {src} {out} >/dev/null 2>&1"),
 }
 ENV = {"paq8px -8L": "PAQ8PX"}  # a peer whose binary an environment variable may name (it wins over PATH)
 

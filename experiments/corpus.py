@@ -159,7 +159,7 @@ def deb_data(deb: Path) -> tarfile.TarFile:
 
 
 def package_files(archive: Path) -> dict[str, bytes]:
-    """Every regular file of the package by its path (no leading ./ or top folder of a wheel)."""
+    """Every regular file of the package by its path inside it (a .deb's without the leading ./)."""
     if archive.suffix == ".deb":
         with deb_data(archive) as tar:
             return {m.name.removeprefix("./"): tar.extractfile(m).read() for m in tar.getmembers() if m.isreg()}
