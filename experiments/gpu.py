@@ -90,7 +90,7 @@ def cell(backend: str, name: str, data: bytes, profile_segments: int) -> dict:
     sample = data[: profile_segments * config.streams * config.segment]
     layout = Layout(len(sample), config.streams, config.segment)
     started = time.perf_counter()
-    replay(timed, layout, Encoder(io.BytesIO()), ArrayStore(np.frombuffer(sample, np.uint8)))
+    replay(timed, layout, ArrayStore(np.frombuffer(sample, np.uint8)), Encoder(io.BytesIO()))
     profile_s = time.perf_counter() - started
     steps = max(timed.calls["step"], 1)
     device_s = sum(timed.seconds.values())

@@ -11,11 +11,14 @@ import dataclasses
 import functools
 import hashlib
 import importlib.metadata
+import inspect
 import lzma
 import os
 import zlib
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from prequential.errors import ConfigError
 
 # The modules that define the computation a receiver replays: counted as the model's code.
 REPLAY_MODULES = ("config", "counts", "model", "learner", "coder", "store", "replay")
@@ -59,6 +62,18 @@ def library_digest() -> bytes:
 def replay_source() -> bytes:
     here = Path(__file__).parent
     return b"".join((here / f"{name}.py").read_bytes() for name in REPLAY_MODULES)
+
+
+def module_source(module: Any) -> bytes:
+    """The source of a user's module: its whole file (helpers included) and the class's name,
+    counted in L(code) and hashed into the header, so that decoding needs the same module."""
+    if module is None:
+        return b""
+    try:
+        source = inspect.getsource(inspect.getmodule(type(module)))
+    except (OSError, TypeError):
+        raise ConfigError(f"cannot read the source of {type(module).__name__}: define it in a .py file") from None
+    return f"{source}\n# model: {type(module).__qualname__}\n".encode()
 
 
 def code_digest(extra_source: bytes = b"") -> bytes:

@@ -26,20 +26,28 @@ import optax
 from prequential import accounting, container, numerics
 from prequential import checkpoint as checkpoints
 from prequential.coder import Decoder, Encoder
-from prequential.config import Config, preset, to_compact
+from prequential.config import Config, resolve
 from prequential.errors import ConfigError, FormatError, NumericsError, PrequentialError, VersionError
 from prequential.learner import Learner, fingerprint, learner_for
-from prequential.measure import as_tokens, module_source
 from prequential.replay import Carry, Layout, Progress, Snapshot, replay, train_pass
-from prequential.store import ArrayStore, FileStore, TokenStore
+from prequential.store import ArrayStore, FileStore, TokenStore, as_tokens
 
 # A header declaring more output is refused before any work. Memory does not grow with the output
 # (it is written to a temporary file), so the limit guards the disk and the time a decoder spends.
 DEFAULT_MAX_OUTPUT = 16 * 10**9
 
 
-def resolve_config(config: Config | str) -> Config:
-    return preset(config) if isinstance(config, str) else config.validate()
+def layout_devices(config: Config, here: numerics.Numerics, devices: int | None) -> int:
+    """How many of this process's devices the streams are split over: `devices`, else the most
+    that divide the streams evenly."""
+    if devices is None:
+        return max(d for d in range(1, here.devices + 1) if config.streams % d == 0)
+    if devices > here.devices:
+        raise NumericsError(
+            f"{devices} devices asked for, this process has {here.devices} "
+            "(on CPU, create them before JAX starts: numerics.activate(devices=N), or the command's --devices)"
+        )
+    return devices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +65,7 @@ class Model:
 
     @property
     def source(self) -> bytes:
-        return module_source(self.module)
+        return accounting.module_source(self.module)
 
 
 def _prime(model: Model, given: bytes | None) -> Carry | None:
@@ -111,7 +119,6 @@ def encode(
     out: BinaryIO,
     config: Config | str = "default",
     *,
-    threads: int = 1,
     progress: Progress | None = None,
     module: nn.Module | None = None,
     optimizer: optax.GradientTransformation | None = None,
@@ -119,49 +126,38 @@ def encode(
     checkpoint: str | None = None,
     checkpoint_interval: float = 60.0,
     devices: int | None = None,
-    backend: str = "cpu",
 ) -> accounting.Report:
     """Compress `data` (bytes, or a binary file read from its position to its end) to the stream
     `out`; return the itemized description length. A file is streamed: memory stays bounded.
 
-    `threads` is the number of CPU cores XLA may use; a decoder needs at least as many (one
-    thread decodes anywhere and, for the models here, is also the fastest on a 2-core CPU).
     `module` and `optimizer` replace our model and optimizer (the decoder needs the same ones);
     with `given`, the model first trains on that data, and decoding needs it too.
     With `checkpoint`, the run saves its progress there (at coder block ends, every
     `checkpoint_interval` seconds at most) and resumes from it if it exists; the result is
     byte-identical to an uninterrupted run. The checkpoint is removed on success.
-    `devices` (else the config's `devices`, else all local devices that divide the streams evenly)
-    splits the streams over that many devices; on CPU they are created (simulated). The file
-    records the layout, and a decoder needs as many devices. `backend` "gpu" computes on the GPU
-    with XLA's deterministic flags; such a file decodes only on the same GPU kind.
+    `devices` (else all local devices that divide the streams evenly) splits the streams over
+    that many devices. The process is used as it is (backend, CPU affinity, XLA flags: see
+    `numerics.activate`), and the file records it: an exact-numerics file decodes anywhere, a
+    native one only where those settings are reproduced.
     """
-    config = resolve_config(config)
+    config = resolve(config, module is not None)
     started = time.perf_counter()
-    asked = devices or config.devices or None
-    here = numerics.activate(backend, threads, devices=asked)
-    layout_devices = asked or max(d for d in range(1, here.devices + 1) if config.streams % d == 0)
-    if here.processes > 1 and layout_devices != here.devices:
+    here = numerics.current()
+    used = layout_devices(config, here, devices)
+    if here.processes > 1 and used != here.devices:
         raise ConfigError(
             f"{here.processes} processes split the streams over all their {here.devices} devices: "
             f"choose a number of streams that {here.devices} divides (the config has {config.streams})"
         )
-    model = Model(config, module, optimizer, layout_devices)
-    here = dataclasses.replace(here, devices=layout_devices)
+    model = Model(config, module, optimizer, used)
+    here = dataclasses.replace(here, devices=used)
     tokens, n_bytes, sha256 = _open_input(data)
     layout = Layout(n_bytes, model.config.streams, model.config.segment)
     given_sha256 = hashlib.sha256(given).digest() if given is not None else None
     saver = None
     if checkpoint is not None:
-        identity = {
-            "package": accounting.package_version(),
-            "code": accounting.code_digest(model.source).hex(),
-            "config": list(to_compact(model.config)),
-            "sha256": sha256.hex(),
-            "given": given_sha256.hex() if given_sha256 is not None else None,
-            "threads": here.threads,
-            "device": f"{here.backend} {here.device_kind}",
-        }
+        given_hex = given_sha256.hex() if given_sha256 is not None else None
+        identity = checkpoints.identity(model.config, model.source, sha256.hex(), given_hex, here)
         saver = checkpoints.Checkpointer(checkpoint, identity, checkpoint_interval)
     with _payload_file(saver) as payload:
         coder = Encoder(payload)
@@ -183,7 +179,7 @@ def encode(
         hook = on_block if saver is not None else None
         ideal_bits = 0.0
         if n_bytes:
-            ideal_bits = replay(model.learner, layout, coder, tokens, progress, carry, on_block=hook, resume=resume).ideal_bits
+            ideal_bits = replay(model.learner, layout, tokens, coder, progress, carry, on_block=hook, resume=resume).ideal_bits
         stored = coder.bytes_written >= n_bytes > 0
         if stored:
             crc = _copy(_rewound(data, tokens), None, n_bytes)
@@ -268,43 +264,41 @@ def check_versions(header: container.Header, model: Model, given: bytes | None) 
             raise PrequentialError(f"the given data differs from the file's (SHA-256 {header.given_sha256.hex()})")
 
 
-def prepare_numerics(header: container.Header) -> numerics.Numerics:
-    """Pin this process like the encoder (or as close as it can), before JAX starts, with as
-    many devices as the encoder split its streams over."""
-    threads = min(header.numerics.threads, numerics.usable_cores())
-    wanted = header.numerics.devices
-    try:
-        here = numerics.activate(header.numerics.backend, threads, devices=wanted, strict=False)
-    except NumericsError as err:
-        made = f"{header.numerics.backend} ({header.numerics.device_kind})"
-        made += f", its streams split over {wanted} devices" if wanted > 1 else ""
-        raise NumericsError(f"refusing to decode: the file was made on {made}; {err}") from None
-    if here.processes != header.numerics.processes:
+def decoding_numerics(header: container.Header, devices: int | None) -> numerics.Numerics:
+    """The settings to decode with, and the layout: any layout for an exact-numerics file (its
+    integers do not depend on it); for a native one, the encoder's, refused where this process
+    cannot reproduce its floats."""
+    here = numerics.current()
+    if header.config.numerics == "exact":
+        return dataclasses.replace(here, devices=layout_devices(header.config, here, devices))
+    recorded = header.numerics
+    if here.devices < recorded.devices:
+        causes = [f"devices: file {recorded.devices}, here {here.devices}"]
+    else:
+        causes = numerics.mismatches(recorded, dataclasses.replace(here, devices=recorded.devices))
+    if causes:
         raise NumericsError(
-            f"refusing to decode: the file was made by {header.numerics.processes} process(es) together, this run has "
-            f"{here.processes}: run decompress as the encoder ran (--coordinator, --processes, --process-id)"
+            f"refusing to decode: a native-numerics file decodes only where its floats are reproduced ({'; '.join(causes)}); "
+            "the prequential command sets the encoder's settings itself (or call numerics.activate with them first)"
         )
-    if header.numerics.device_kind != here.device_kind:
-        raise NumericsError(
-            f"file made on {header.numerics.device_kind!r}, this machine has {here.device_kind!r}: "
-            f"results are reproducible only on the same device kind; decode there"
-        )
-    return dataclasses.replace(here, devices=wanted)
+    return dataclasses.replace(here, devices=recorded.devices)
 
 
 def _check_fingerprint(header: container.Header, here: numerics.Numerics, learner: Learner) -> None:
+    """The fingerprint guards against bugs and tampered headers (exact numerics) and against a
+    machine that computes other floats (native)."""
     if fingerprint(learner) == header.fingerprint:
         return
+    if header.config.numerics == "exact":
+        raise NumericsError(
+            "refusing to decode: this installation computes a different fingerprint than the file's "
+            "(the header is corrupt or was altered, or this is a bug: please report it)"
+        )
     causes = numerics.mismatches(header.numerics, here)
-    if header.numerics.threads > numerics.usable_cores():
-        remedy = f"decode where prequential can use {header.numerics.threads} CPU cores, or re-encode with --threads {here.threads}"
-    elif header.numerics.threads != here.threads:
-        remedy = "decode in a fresh process (the prequential command starts one)"
-    else:
-        remedy = "decode on the kind of machine that encoded it (or check that the optimizer is the encoder's)"
     raise NumericsError(
         "refusing to decode: this machine computes different floats than the encoder "
-        f"({'; '.join(causes) or 'same settings, so the CPU or library build differs'}); {remedy}"
+        f"({'; '.join(causes) or 'same settings, so the CPU or library build differs'}); decode on the kind of machine "
+        "that encoded it, or use exact numerics (the default) for files that decode anywhere"
     )
 
 
@@ -318,10 +312,13 @@ def decode(
     optimizer: optax.GradientTransformation | None = None,
     given: bytes | None = None,
     scratch: str | None = None,
+    devices: int | None = None,
 ) -> container.Header:
     """Decompress the stream `source` into `out`, which receives data only after its SHA-256
     (for stored data, its CRC-32) matched. The data is decoded into a temporary file first (in
-    `scratch`, or the system's temporary directory), so memory stays bounded whatever the output size."""
+    `scratch`, or the system's temporary directory), so memory stays bounded whatever the output size.
+    `devices` splits the streams of an exact-numerics file over that many devices (any number
+    that divides them); a native file uses the encoder's layout."""
     header = container.read_header(source)
     if header.n_bytes > max_output:
         raise PrequentialError(
@@ -332,13 +329,13 @@ def decode(
             if _copy(source, decoded, header.n_bytes) != header.data_crc32:
                 raise FormatError("stored data fails its CRC-32 check: the file is corrupt")
         else:
-            model = Model(header.config, module, optimizer, header.numerics.devices)
-            check_versions(header, model, given)
+            check_versions(header, Model(header.config, module, optimizer), given)
             if header.n_bytes:
-                here = prepare_numerics(header)
+                here = decoding_numerics(header, devices)
+                model = Model(header.config, module, optimizer, here.devices)
                 _check_fingerprint(header, here, model.learner)
                 layout = Layout(header.n_bytes, header.config.streams, header.config.segment)
-                replay(model.learner, layout, Decoder(source), FileStore(decoded.fileno()), progress, _prime(model, given))
+                replay(model.learner, layout, FileStore(decoded.fileno()), Decoder(source), progress, _prime(model, given))
             decoded.seek(0)
             if hashlib.file_digest(decoded, "sha256").digest() != header.sha256:
                 raise FormatError("decoded data fails its SHA-256 check: the file is corrupt")

@@ -20,13 +20,38 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prequential import accounting
+from prequential.config import Config, to_compact
 from prequential.counts import ContextCounts
 from prequential.errors import PrequentialError
 from prequential.learner import Learner
+from prequential.numerics import Numerics
 from prequential.replay import Carry, Snapshot, new_counts
 
 # The count table itself is saved as its used rows only (see _used_rows); these are saved whole.
 _COUNT_ARRAYS = ("checks", "context", "word", "previous_words", "recent", "match_table", "match_at", "match_run")
+
+
+def identity(config: Config, source: bytes, sha256: str, given_sha256: str | None, here: Numerics, **extra: Any) -> dict[str, Any]:
+    """What a resumed run must share with the interrupted one: the package, code, config and
+    data, and (native numerics only: exact results do not depend on them) the threads, device
+    and layout. The compressor and `measure` both use this."""
+    out = {
+        "package": accounting.package_version(),
+        "code": accounting.code_digest(source).hex(),
+        "config": list(to_compact(config)),
+        "sha256": sha256,
+        "given": given_sha256,
+        **extra,
+    }
+    if config.numerics == "native":
+        out |= {
+            "threads": here.threads,
+            "device": f"{here.backend} {here.device_kind}",
+            "devices": here.devices,
+            "flags": here.flags_digest.hex(),
+        }
+    return out
 
 
 def save(path: str | Path, identity: dict[str, Any], progress: dict[str, Any], snapshot: Snapshot) -> None:

@@ -75,8 +75,27 @@ def _parser() -> argparse.ArgumentParser:
             "--backend",
             choices=numerics.BACKENDS,
             default="cpu",
-            help="where XLA computes: cpu (default) or gpu, with deterministic flags; a decoder needs the same device kind",
+            help="where XLA computes: cpu (default) or gpu; exact files decode on either (native ones only on the encoder's)",
         )
+
+    def placement(q: argparse.ArgumentParser, decoding: bool) -> None:
+        """Threads, devices and backend: they change the speed of exact numerics, never the result."""
+        q.add_argument(
+            "-T",
+            "--threads",
+            type=int,
+            default=1 if not decoding else None,
+            help="CPU threads for XLA (default 1; a native-numerics file sets its own)"
+            if decoding
+            else "CPU threads for XLA (default: 1; a native-numerics file then needs as many to decode)",
+        )
+        q.add_argument(
+            "--devices",
+            type=int,
+            metavar="N",
+            help="split the streams over N devices (on CPU, N simulated ones; default: all local devices that divide them)",
+        )
+        backend(q)
 
     def cluster(q: argparse.ArgumentParser) -> None:
         g = q.add_argument_group("several processes (hosts) together, through jax.distributed; each runs the same command")
@@ -92,20 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="compress FILE to FILE.pq")
     common(c)
     model(c)
-    c.add_argument(
-        "-T",
-        "--threads",
-        type=int,
-        default=1,
-        help="CPU threads for XLA; a decoder needs at least as many cores (default: 1, decodes anywhere)",
-    )
-    c.add_argument(
-        "--devices",
-        type=int,
-        metavar="N",
-        help="split the streams over N devices (on CPU, N simulated ones); a decoder needs N too (default: all local devices)",
-    )
-    backend(c)
+    placement(c, decoding=False)
     cluster(c)
     c.add_argument("--verify", action="store_true", help="decode the result in a fresh process before keeping it")
     checkpointing(c)
@@ -120,10 +126,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="refuse files that declare more output (default: 16G; suffixes K M G T)",
     )
+    placement(d, decoding=True)
     cluster(d)
 
     v = sub.add_parser("verify", help="decode FILE.pq and check its SHA-256, writing nothing")
     common(v, output=False)
+    placement(v, decoding=True)
     cluster(v)
 
     m = sub.add_parser("demo", help="compress, decompress (in a fresh process) and verify an embedded sample text")
@@ -291,8 +299,9 @@ def _compress(args: argparse.Namespace) -> None:
     if output == "-" and sys.stdout.isatty():
         raise UsageError("refusing to write compressed data to a terminal; use -o or redirect standard output")
     together = _cluster(args)
-    if together:
-        numerics.activate(args.backend, args.threads, devices=args.devices, cluster=together)
+    # Exact numerics compute the same bits under any settings: a process that already runs JAX
+    # (a caller's) is used as it is. Native ones must run under the settings the file records.
+    numerics.activate(args.backend, args.threads, devices=args.devices, cluster=together, strict=config.numerics == "native")
     primary = numerics.is_primary()
     with _input_file(args.file) as source:
         n_bytes = os.fstat(source.fileno()).st_size
@@ -303,13 +312,11 @@ def _compress(args: argparse.Namespace) -> None:
                     source,
                     out,
                     config,
-                    threads=args.threads,
                     progress=bar,
                     given=_given(args),
                     checkpoint=None if together else _checkpoint(args, output, n_bytes),
                     checkpoint_interval=args.checkpoint_interval,
                     devices=args.devices,
-                    backend=args.backend,
                 )
             finally:
                 bar.close()
@@ -379,12 +386,30 @@ def _decode_to(
 ) -> None:
     with _input_file(args.file) as source:
         header, _ = api.inspect(source)  # a corrupt file is refused before any model runs
+        if not follows:
+            _activate_for(header, args, None)
         source.seek(0)
         bar = _ProgressBar(header.n_bytes, "decompress", args.quiet or follows)
         try:
-            api.decode(source, out, progress=bar, max_output=max_output, given=_given(args), scratch=scratch)
+            api.decode(source, out, progress=bar, max_output=max_output, given=_given(args), scratch=scratch, devices=args.devices)
         finally:
             bar.close()
+
+
+def _activate_for(header: container.Header, args: argparse.Namespace, cluster: numerics.Cluster | None) -> None:
+    """Set this process up to decode the file: as asked (exact numerics decode under any
+    settings), or as the encoder was (native numerics: its threads, where this machine has them,
+    backend and devices)."""
+    if header.stored:
+        return
+    if header.config.numerics == "exact":
+        numerics.activate(args.backend, args.threads or 1, devices=args.devices, cluster=cluster, strict=False)
+        return
+    n = header.numerics
+    try:
+        numerics.activate(n.backend, min(n.threads, numerics.usable_cores()), devices=n.devices, cluster=cluster, strict=False)
+    except PrequentialError as err:
+        raise PrequentialError(f"refusing to decode: this native-numerics file was made on {n.describe()}; {err}") from None
 
 
 def _follows(args: argparse.Namespace, cluster: numerics.Cluster | None) -> bool:
@@ -396,8 +421,7 @@ def _follows(args: argparse.Namespace, cluster: numerics.Cluster | None) -> bool
         header = container.read_header(source)
     if header.stored:  # nothing to compute together: process 0 copies the data out
         return cluster.process_id != 0
-    n = header.numerics
-    numerics.activate(n.backend, min(n.threads, numerics.usable_cores()), devices=n.devices, cluster=cluster)
+    _activate_for(header, args, cluster)
     return not numerics.is_primary()
 
 
@@ -628,7 +652,18 @@ def _run(args: argparse.Namespace, label: str = "") -> int:
     return 0
 
 
+def _use_compilation_cache() -> None:
+    """Keep XLA's compiled programs on disk (PREQUENTIAL_CACHE, default ~/.cache/prequential/xla;
+    "off" for none): compiling a learner takes seconds, loading it a fraction of one. Results do
+    not depend on it: the cache holds programs compiled for this machine and these settings."""
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    where = os.environ.get("PREQUENTIAL_CACHE") or str(home / "prequential" / "xla")
+    if where != "off" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = where
+
+
 def main(argv: list[str] | None = None) -> int:
+    _use_compilation_cache()
     try:
         args = _parser().parse_args(_command_first(sys.argv[1:] if argv is None else argv))
         names = getattr(args, "files", None)

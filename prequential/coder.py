@@ -7,16 +7,23 @@ else (the model, the training, the order of calls) is the replay engine's and is
 
 from __future__ import annotations
 
+import functools
 from typing import BinaryIO, Protocol
 
-import constriction
 import numpy as np
 
 from prequential import container
 from prequential.errors import DesyncError
 
-# perfect=False: constriction's fast, leaky quantization; every symbol keeps a nonzero probability.
-_FAMILY = constriction.stream.model.Categorical(perfect=False)
+
+@functools.cache
+def _constriction():
+    """constriction, imported when a coder is made: the learner runs without it (it has no wheel
+    for every platform the learner runs on), and the family of models the coders use.
+    perfect=False: constriction's fast, leaky quantization; every symbol keeps a nonzero probability."""
+    import constriction
+
+    return constriction, constriction.stream.model.Categorical(perfect=False)
 
 
 class Coder(Protocol):
@@ -39,12 +46,12 @@ class Encoder:
         self.word_bytes = 0  # range-coder output alone, without framing
 
     def begin_block(self, n_sync: int, last: bool, max_words: int) -> None:
-        self._coder = constriction.stream.queue.RangeEncoder()
+        self._coder = _constriction()[0].stream.queue.RangeEncoder()
         self._digests: list[bytes] = []
         self._last = last
 
     def code(self, probs: np.ndarray, known: np.ndarray) -> np.ndarray:
-        self._coder.encode(known, _FAMILY, probs)
+        self._coder.encode(known, _constriction()[1], probs)
         return known
 
     def sync(self, digest: bytes, segment: int) -> None:
@@ -87,13 +94,13 @@ class Decoder:
 
     def begin_block(self, n_sync: int, last: bool, max_words: int) -> None:
         block = container.read_block(self.source, n_sync, last, max_words)
-        self._coder = constriction.stream.queue.RangeDecoder(block.words)
+        self._coder = _constriction()[0].stream.queue.RangeDecoder(block.words)
         self._digests = iter(block.digests)
         if last:
             self.ideal_bits = block.ideal_bits
 
     def code(self, probs: np.ndarray, known: np.ndarray) -> np.ndarray:
-        return self._coder.decode(_FAMILY, probs)
+        return self._coder.decode(_constriction()[1], probs)
 
     def sync(self, digest: bytes, segment: int) -> None:
         if digest != next(self._digests):

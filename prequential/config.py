@@ -59,6 +59,10 @@ class Config:
     adam_eps: float = 1e-8
     grad_clip: float = 0.0  # clip each gradient element to [-c, c]; 0 turns it off
     seed: int = 0
+    # Numerics (ops.py): "exact" computes every probability and parameter from integers, so a
+    # file decodes bit-exactly on any machine; "native" is XLA's float32 (faster to write a
+    # model for, but it decodes only where the encoder's floats are reproduced).
+    numerics: str = "exact"
     # Container: a parameter hash every `sync_segments` segments lets the decoder detect a
     # divergence early; the range coder is flushed every `block_segments` segments.
     sync_segments: int = 256
@@ -94,6 +98,8 @@ class Config:
                 raise ConfigError(f"config field {field!r} must be a finite number, got {value!r}")
             if not low <= value <= high:
                 raise ConfigError(f"config field {field!r} must be in [{low}, {high}], got {value!r}")
+        if self.numerics not in NUMERICS:
+            raise ConfigError(f"config field 'numerics' must be one of {', '.join(NUMERICS)}, got {self.numerics!r}")
         if self.learning_rate <= 0:
             raise ConfigError(f"config field 'learning_rate' must be positive, got {self.learning_rate!r}")
         if self.count_channels and self.vocab_size > 256:
@@ -110,6 +116,7 @@ class Config:
         return dataclasses.asdict(self)
 
 
+NUMERICS = ("exact", "native")
 # Bounds keep a hostile header from asking for absurd allocations.
 _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "vocab_size": (2, 65536),
@@ -194,6 +201,13 @@ def preset(name: str) -> Config:
         return PRESETS[name]
     except KeyError:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+def resolve(config: Config | str, user_module: bool = False) -> Config:
+    """The validated config of a run (a preset name or a Config). A user's Flax module runs in
+    native numerics: it is written with float operations, not with the exact op set."""
+    config = preset(config) if isinstance(config, str) else config.validate()
+    return config.replace(numerics="native") if user_module else config
 
 
 def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:

@@ -1,9 +1,10 @@
 """The online learner: pure, jitted functions of (params, optimizer state) and token arrays.
 
 `train` scores a segment with the parameters *before* it updates on it, so the bits it returns
-are the prequential code length of that segment (teacher-forced). `prefill` and `step` score
-one position per stream at a time, which is what a decoder can do; the replay engine runs those
-on both sides of the coder.
+are the prequential code length of that segment (teacher-forced), and the coder weights with
+them. `prefill` and `step` score one position per stream at a time, which is what a decoder can
+do. With exact numerics both give the same integers, so an encoder codes with `train`'s weights;
+with native numerics the replay engine runs `step` on both sides of the coder.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import math
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -19,40 +19,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding, PartitionSpec
 
 from prequential.config import Config
 from prequential.errors import ConfigError
 from prequential.model import Transformer
+from prequential.ops import OPS
+from prequential.optimizer import optimizer_from_config
 
 
 class TrainState(NamedTuple):
     params: Any
     opt_state: Any
-
-
-def learning_rate(config: Config) -> optax.Schedule:
-    """The rate at each update: a linear warm-up, then a decay as 1 / sqrt(1 + tokens trained on /
-    lr_decay_tokens). Late updates refine what was learned; the decay gained 0.2 % on lcet10.txt."""
-
-    def rate(update: jax.Array) -> jax.Array:
-        warmup = config.warmup_segments
-        warm = optax.linear_schedule(1 / warmup, 1.0, warmup)(update) if warmup else 1.0
-        tokens = update * (config.streams * config.segment)
-        decay = jnp.sqrt(1.0 + tokens / config.lr_decay_tokens) if config.lr_decay_tokens else 1.0
-        return config.learning_rate * warm / decay
-
-    return rate
-
-
-def optimizer_from_config(config: Config) -> optax.GradientTransformation:
-    """Adam (beta1 near 0 and beta2 near 1 suit online learning) with optional clipping."""
-    clip = [optax.clip(config.grad_clip)] if config.grad_clip else []
-    return optax.chain(
-        *clip,
-        optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps),
-        optax.scale_by_learning_rate(learning_rate(config)),
-    )
 
 
 def _has_cache_methods(module: nn.Module) -> bool:
@@ -92,8 +71,9 @@ class Learner:
 
     @functools.cached_property
     def train(self):
-        """(state, window (B,M+T), targets (B,T), mask (B,T), counts) -> (new state, bits (B,T) before it)."""
-        return self._jit(self._train, "RBBBB", "RR", donate_argnums=0)
+        """(state, window (B,M+T), targets (B,T), mask (B,T), counts) -> (new state, bits (B,T)
+        before it, coder weights (B,T,V) before it)."""
+        return self._jit(self._train, "RBBBB", "RRR", donate_argnums=0)
 
     @functools.cached_property
     def prefill(self):
@@ -102,7 +82,7 @@ class Learner:
 
     @functools.cached_property
     def step(self):
-        """(params, cache, tokens (B,), window position, counts) -> (probabilities (B,V) float32, cache)."""
+        """(params, cache, tokens (B,), window position, counts) -> (coder weights (B,V) float32, cache)."""
         step = self._step_cached if _has_cache_methods(self.module) else self._step_window
         return self._jit(step, "RBBRB", "RB", donate_argnums=1)
 
@@ -111,39 +91,64 @@ class Learner:
         """() -> the initial TrainState, from the config's seed."""
         return self._jit(self._init, "", "R")
 
-    def _init(self) -> TrainState:
+    @property
+    def ops(self):
+        return OPS[self.config.numerics]
+
+    def _module_params(self) -> Any:
         c = self.config
         tokens = jnp.full((c.streams, c.window), c.vocab_size, jnp.int32)
         counts = jnp.zeros((c.streams, c.segment, c.count_channels, c.vocab_size), jnp.uint16) if c.count_channels else None
-        params = self.module.init(jax.random.PRNGKey(c.seed), *((tokens,) if counts is None else (tokens, counts)))
+        key = jax.random.key(c.seed, impl="threefry2x32")  # named: the default implementation is a user setting
+        return self.module.init(key, *((tokens,) if counts is None else (tokens, counts)))
+
+    @functools.cached_property
+    def _unravel(self):
+        """With exact numerics the state holds the parameters as one flat vector: the update is
+        then one elementwise computation, where per array XLA would compile a copy of it for each."""
+        shapes = jax.eval_shape(self._module_params)
+        return ravel_pytree(jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes))[1]
+
+    def tree(self, params: Any) -> Any:
+        """The parameters as the module's pytree (exact numerics keep them flat in the state)."""
+        return self._unravel(params) if self.config.numerics == "exact" else params
+
+    def _init(self) -> TrainState:
+        params = self._module_params()
+        if self.config.numerics == "exact":
+            params = ravel_pytree(params)[0]
         return TrainState(params, self.optimizer.init(params))
 
     def _apply(self, params: Any, window: jax.Array, counts: jax.Array | None) -> jax.Array:
         args = (window,) if counts is None else (window, counts)  # a user's module takes tokens only
-        return self.module.apply(params, *args)
+        return self.module.apply(self.tree(params), *args)
 
-    def segment_bits(self, params: Any, window: jax.Array, targets: jax.Array, counts: jax.Array | None = None) -> jax.Array:
-        """-log2 p of each target (B, T) given the window (B, M+T) of inputs before it and,
-        with count models, their counts (B, T, K, V)."""
-        logits = self._apply(params, window, counts)[:, -self.config.segment :].astype(jnp.float32)
-        nats = -jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], axis=-1)[..., 0]
-        return nats / math.log(2)
+    def segment_scores(self, params: Any, window: jax.Array, targets: jax.Array, counts: jax.Array | None = None):
+        """(-log2 p of each target (B, T), the coder weights (B, T, V)) given the window (B, M+T)
+        of inputs before the targets and, with count models, their counts (B, T, K, V)."""
+        logits = self._apply(params, window, counts)[:, -self.config.segment :]
+        bits, weights = self.ops.bits_and_weights(logits, targets)
+        return bits, weights.astype(jnp.float32)  # what the coder takes (exact: integers below 2**23)
 
     def _train(self, state: TrainState, window: jax.Array, targets: jax.Array, mask: jax.Array, counts: jax.Array | None = None):
         def loss(params):
-            bits = self.segment_bits(params, window, targets, counts)
-            return jnp.sum(bits * mask) / jnp.maximum(jnp.sum(mask), 1), bits
+            bits, weights = self.segment_scores(params, window, targets, counts)
+            if self.ops.name == "exact":  # a sum scaled by a power of two near 1 / tokens: exact
+                total = jnp.sum(jnp.where(mask, bits, 0.0)) * 2.0 ** -max((self.config.streams * self.config.segment).bit_length() - 1, 0)
+            else:
+                total = jnp.sum(bits * mask) / jnp.maximum(jnp.sum(mask), 1)
+            return total, (bits, weights)
 
-        (_, bits), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+        (_, (bits, weights)), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-        return TrainState(optax.apply_updates(state.params, updates), opt_state), bits
+        return TrainState(optax.apply_updates(state.params, updates), opt_state), bits, weights
 
     def _prefill_cached(self, params: Any, memory: jax.Array) -> Any:
-        return self.module.apply(params, memory, method="prefill")
+        return self.module.apply(self.tree(params), memory, method="prefill")
 
     def _step_cached(self, params: Any, cache: Any, tokens: jax.Array, pos: jax.Array, counts: jax.Array | None = None):
-        logits, cache = self.module.apply(params, tokens, pos, cache, counts, method="step")
-        return jax.nn.softmax(logits.astype(jnp.float32)), cache
+        logits, cache = self.module.apply(self.tree(params), tokens, pos, cache, counts, method="step")
+        return self.ops.coder_weights(logits), cache
 
     # A module without a cache is run on the whole window each step; positions not yet coded hold
     # the start symbol on both sides, so encoder and decoder still see identical inputs.
@@ -154,7 +159,7 @@ class Learner:
     def _step_window(self, params: Any, window: jax.Array, tokens: jax.Array, pos: jax.Array, counts: None = None):
         window = jax.lax.dynamic_update_slice_in_dim(window, tokens[:, None], pos, axis=1)
         logits = jax.lax.dynamic_index_in_dim(self.module.apply(params, window), pos, axis=1, keepdims=False)
-        return jax.nn.softmax(logits.astype(jnp.float32)), window
+        return self.ops.coder_weights(logits), window
 
 
 def _global(tree: Any, sharding: NamedSharding) -> Any:
@@ -209,6 +214,6 @@ def fingerprint(learner: Learner) -> bytes:
         cache = learner.prefill(state.params, window[:, : c.memory])
         probs, _ = learner.step(state.params, cache, window[:, c.memory], c.memory, None if counts is None else counts[:, 0])
         h.update(np.asarray(probs).tobytes())
-        state, bits = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
-        h.update(np.asarray(bits).tobytes() + params_digest(state.params))
+        state, bits, weights = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
+        h.update(np.asarray(bits).tobytes() + np.asarray(weights).tobytes() + params_digest(state.params))
     return h.digest()

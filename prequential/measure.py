@@ -16,7 +16,6 @@ import bz2
 import dataclasses
 import gzip
 import hashlib
-import inspect
 import lzma
 import math
 import time
@@ -26,15 +25,15 @@ import flax.linen as nn
 import numpy as np
 import optax
 
-from prequential import accounting, container
+from prequential import accounting, container, numerics
 from prequential import checkpoint as checkpoints
 from prequential.coder import Scorer
-from prequential.config import Config, to_compact
+from prequential.config import Config, resolve
 from prequential.errors import ConfigError
 from prequential.learner import Learner, learner_for
 from prequential.numerics import Numerics
 from prequential.replay import Carry, Layout, Progress, replay, train_pass
-from prequential.store import ArrayStore
+from prequential.store import ArrayStore, as_tokens
 
 SCHEMA = "prequential.measure/1"
 
@@ -113,28 +112,6 @@ class MeasureResult:
         return "\n".join(lines)
 
 
-def as_tokens(data: bytes | np.ndarray, vocab_size: int) -> np.ndarray:
-    """Bytes, or an integer array whose values are all below `vocab_size`, as int32 tokens."""
-    tokens = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data)
-    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
-        raise ConfigError(f"tokens must be bytes or a 1-D integer array, got {tokens.dtype} of shape {tokens.shape}")
-    if len(tokens) and (tokens.min() < 0 or tokens.max() >= vocab_size):
-        raise ConfigError(f"config field 'vocab_size' ({vocab_size}) must exceed every token; the data holds {int(tokens.max())}")
-    return tokens.astype(np.int32)
-
-
-def module_source(module: nn.Module | None) -> bytes:
-    """The source of a user's module: its whole file (helpers included) and the class's name,
-    counted in L(code) and hashed into the header, so that decoding needs the same module."""
-    if module is None:
-        return b""
-    try:
-        source = inspect.getsource(inspect.getmodule(type(module)))
-    except (OSError, TypeError):
-        raise ConfigError(f"cannot read the source of {type(module).__name__}: define it in a .py file") from None
-    return f"{source}\n# model: {type(module).__qualname__}\n".encode()
-
-
 def check_module(learner: Learner) -> bool:
     """Check a user's module's output shape (ConfigError if wrong); return whether it is causal."""
     c = learner.config
@@ -180,7 +157,7 @@ def _score(
     if causal:
         bits, carry = train_pass(learner, layout, store, progress, carry, on_block=hook, resume=resume)
     else:
-        result = replay(learner, layout, Scorer(), store, progress, carry, on_block=hook, resume=resume, record_segments=True)
+        result = replay(learner, layout, store, Scorer(), progress, carry, on_block=hook, resume=resume, record_segments=True)
         bits, carry = result.segment_bits, result.carry
     per_segment = layout.segment_tokens()
     return bits, per_segment, carry
@@ -202,21 +179,16 @@ def measure(
     on `data`; with `given`, after first training on that data (L(Y|X), with L(Y) alongside).
     With `checkpoint`, the pass over `data` saves its progress there and resumes from it."""
     started = time.perf_counter()
-    config = config.validate()
+    config = resolve(config, module is not None)
     tokens = as_tokens(data, config.vocab_size)
     learner = learner_for(config, module, optimizer)
     causal = check_module(learner) if module is not None else True
     prior = as_tokens(given, config.vocab_size) if given is not None else None
     saver = None
     if checkpoint is not None:
-        identity = {
-            "package": accounting.package_version(),
-            "code": accounting.code_digest(module_source(module)).hex(),
-            "config": list(to_compact(config)),
-            "sha256": hashlib.sha256(tokens.tobytes()).hexdigest(),
-            "given": None if prior is None else hashlib.sha256(prior.tobytes()).hexdigest(),
-            "scoring": causal,
-        }
+        given_hex = None if prior is None else hashlib.sha256(prior.tobytes()).hexdigest()
+        sha256 = hashlib.sha256(tokens.tobytes()).hexdigest()
+        identity = checkpoints.identity(config, accounting.module_source(module), sha256, given_hex, numerics.current(), scoring=causal)
         saver = checkpoints.Checkpointer(checkpoint, identity, checkpoint_interval)
     carry, given_info = None, None
     if prior is not None and not (saver and saver.path.exists()):  # a checkpoint already holds what X taught
@@ -239,7 +211,7 @@ def measure(
         vocab_size=config.vocab_size,
         segment_bits=bits,
         segment_tokens=per_segment,
-        code_bytes=accounting.model_code_bytes(module_source(module)),
+        code_bytes=accounting.model_code_bytes(accounting.module_source(module)),
         container_bytes=container_bytes(config, len(tokens)),
         scoring="teacher-forced" if causal else "step-wise",
         seconds=time.perf_counter() - started,

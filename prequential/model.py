@@ -1,45 +1,75 @@
-"""The byte-level causal transformer (Flax linen), with a key/value cache for step-wise scoring.
+"""The byte-level causal transformer and the count mixer (Flax linen), with a key/value cache.
+
+The model is written once, against an op set (ops.py) that the config's `numerics` picks:
+`exact` (integers: the same bits on every machine) or `native` (XLA's float32).
 
 Any causal model can be used by the learner if `module.apply(params, tokens)` maps int32 tokens
 of shape (batch, window), each in [0, vocab_size] (vocab_size is the start symbol), to logits of
 shape (batch, window, vocab_size) where position i depends only on tokens[:, :i+1]. This model
 also has `prefill` and `step` methods, which score one token per stream at a time from a cache
-instead of recomputing the window.
+instead of recomputing the window. With exact numerics both give the same integers.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from prequential.config import Config
+from prequential.ops import OPS, fan_in_normal, normal
 
-# A KV cache: per layer, keys and values of shape (batch, n_heads, window, head_dim).
-Cache = tuple[tuple[jax.Array, jax.Array], ...]
+# A KV cache: per layer, keys and values of shape (batch, n_heads, window, head_dim), as the op
+# set keeps them (`ops.cache_entry`: exact numerics keep them quantized, with their scales).
+Cache = tuple[tuple[Any, Any], ...]
+Initializer = Callable[..., jax.Array]
 
 
-def _attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """Softmax attention of q (B,H,Q,D) over k, v (B,H,K,D) where mask (Q,K) is True."""
-    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(q.shape[-1])
-    scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
-    return jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(scores, axis=-1), v)
+def _constant(value: float) -> Initializer:
+    return lambda key, shape, dtype=jnp.float32: jnp.full(shape, value, dtype)
+
+
+class Dense(nn.Module):
+    features: int
+    ops: Any
+    use_bias: bool = True
+    kernel_init: Initializer = fan_in_normal
+    bias_init: Initializer = _constant(0.0)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        if not self.use_bias:
+            return self.ops.linear(x, kernel)
+        return self.ops.dense(x, kernel, self.param("bias", self.bias_init, (self.features,)))
+
+
+class LayerNorm(nn.Module):
+    ops: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        return self.ops.layer_norm(x, self.param("scale", _constant(1.0), (d,)), self.param("bias", _constant(0.0), (d,)))
 
 
 class Block(nn.Module):
     d_model: int
     n_heads: int
     d_ff: int
+    window: int
+    ops: Any
 
     def setup(self) -> None:
-        self.ln_attn = nn.LayerNorm()
-        self.qkv = nn.Dense(3 * self.d_model, use_bias=False)
-        self.out = nn.Dense(self.d_model)
-        self.ln_mlp = nn.LayerNorm()
-        self.up = nn.Dense(self.d_ff)
-        self.down = nn.Dense(self.d_model)
+        self.ln_attn = LayerNorm(self.ops)
+        self.qkv = Dense(3 * self.d_model, self.ops, use_bias=False)
+        self.out = Dense(self.d_model, self.ops)
+        self.ln_mlp = LayerNorm(self.ops)
+        self.up = Dense(self.d_ff, self.ops)
+        self.down = Dense(self.d_model, self.ops)
 
     def _heads(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         b, n, _ = x.shape
@@ -50,22 +80,30 @@ class Block(nn.Module):
     def _finish(self, x: jax.Array, attended: jax.Array) -> jax.Array:
         b, _, n, _ = attended.shape
         x = x + self.out(attended.transpose(0, 2, 1, 3).reshape(b, n, self.d_model))
-        return x + self.down(nn.gelu(self.up(self.ln_mlp(x))))
+        return x + self.down(jax.nn.relu(self.up(self.ln_mlp(x))))
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Causal self-attention over the whole sequence; also returns its keys and values."""
         q, k, v = self._heads(x)
         n = x.shape[1]
         causal = jnp.arange(n)[:, None] >= jnp.arange(n)[None, :]
-        return self._finish(x, _attend(q, k, v, causal)), k, v
+        return self._finish(x, self.ops.attention(q, k, v, causal)), k, v
 
     def step(self, x: jax.Array, keys: jax.Array, values: jax.Array, pos: jax.Array):
         """One new position `pos` per stream; keys/values (B,H,W,D) hold positions < pos."""
         q, k, v = self._heads(x)
-        keys = jax.lax.dynamic_update_slice_in_dim(keys, k, pos, axis=2)
-        values = jax.lax.dynamic_update_slice_in_dim(values, v, pos, axis=2)
-        visible = (jnp.arange(keys.shape[2]) <= pos)[None, :]
-        return self._finish(x, _attend(q, keys, values, visible)), keys, values
+
+        def insert(cached, new):
+            return jax.tree_util.tree_map(lambda old, row: jax.lax.dynamic_update_slice_in_dim(old, row, pos, axis=2), cached, new)
+
+        keys, values = insert(keys, self.ops.cache_entry(k)), insert(values, self.ops.cache_entry(v))
+        visible = (jnp.arange(self.window) <= pos)[None, :]
+        return self._finish(x, self.ops.attention_cached(q, keys, values, visible)), keys, values
+
+
+def _bit_length(x: jax.Array) -> jax.Array:
+    """Bits of a non-negative integer: floor(log2 x) + 1 (0 for 0), exact in any numerics."""
+    return 32 - jax.lax.clz(x.astype(jnp.int32))
 
 
 class CountMixer(nn.Module):
@@ -88,44 +126,39 @@ class CountMixer(nn.Module):
     max_count: int  # counts stay below this (counts.py halves them at a limit)
     states: int
     state_rate: float
+    ops: Any
 
     def _lookup(self, name: str, value: float, state: jax.Array, *shape: int) -> jax.Array:
         """Each channel's entry for its state (..., K) in a learned table (K, 72, *shape) that
-        starts at `value` and learns state_rate times faster. A one-hot product, not a gather:
-        its gradient is a matrix product with a fixed summation order, where a gather's is a
-        scatter-add (atomics on GPUs unless the deterministic flags hold)."""
-        init = nn.initializers.constant(value / self.state_rate)
-        table = self.state_rate * self.param(name, init, (self.channels, 72, *shape))
-        rows = table.reshape(self.channels, 72, -1)
-        found = jnp.einsum("...ks,ksl->...kl", jax.nn.one_hot(state, 72, dtype=table.dtype), rows)
-        return found.reshape(*state.shape, *shape)
+        starts at `value` and learns state_rate times faster."""
+        table = self.param(name, _constant(value / self.state_rate), (self.channels * 72, *shape))
+        rows = state + 72 * jnp.arange(self.channels)
+        return self.ops.times(self.ops.lookup(table, rows), self.state_rate)
 
     @nn.compact
     def __call__(self, logits: jax.Array, hidden: jax.Array, counts: jax.Array) -> jax.Array:
-        seen = jnp.sum(counts.astype(jnp.float32), axis=-1)  # (..., K)
-        features = jnp.concatenate([hidden, jnp.log1p(seen)], axis=-1)
-        initial = nn.initializers.constant(self.initial_weight)
-        weights = nn.Dense(self.channels, kernel_init=nn.initializers.zeros, bias_init=initial)(features)
+        ops = self.ops
+        seen = jnp.sum(counts.astype(jnp.int32), axis=-1)  # (..., K)
+        features = jnp.concatenate([hidden, ops.log_count(seen)], axis=-1)
+        weights = Dense(self.channels, ops, kernel_init=_constant(0.0), bias_init=_constant(self.initial_weight))(features)
         if self.states:
-            seen_bucket = jnp.clip(jnp.floor(jnp.log2(seen + 1.0)), 0, 11).astype(jnp.int32)
-            distinct = jnp.maximum(jnp.sum(counts > 0, axis=-1), 1).astype(jnp.float32)
-            state = seen_bucket * 6 + jnp.clip(jnp.ceil(jnp.log2(distinct)), 0, 5).astype(jnp.int32)  # (..., K)
+            distinct = jnp.maximum(jnp.sum(counts > 0, axis=-1), 1)
+            seen_bucket = jnp.clip(_bit_length(seen + 1) - 1, 0, 11)  # floor(log2(seen + 1))
+            state = seen_bucket * 6 + jnp.clip(_bit_length(distinct - 1), 0, 5)  # ceil(log2 distinct)
             weights = weights + self._lookup("state_weight", 0.0, state)
             largest = counts == jnp.max(counts, axis=-1, keepdims=True)
         if self.states == 2:
-            alpha = jnp.exp(self._lookup("state_log_alpha", math.log(self.alpha), state))[..., None]
+            log_alpha = self._lookup("state_log_alpha", ops.log_of(self.alpha), state)[..., None]
             level = jnp.minimum(counts, 15).astype(jnp.int32) + 16 * largest  # (..., K, V)
             offsets = self._lookup("state_level", 0.0, state, 32)  # (..., K, 32)
-            log_p = jnp.log(counts + alpha) + jnp.einsum("...kvl,...kl->...kv", jax.nn.one_hot(level, 32, dtype=offsets.dtype), offsets)
+            log_p = ops.count_log_learned(counts, log_alpha) + ops.take_along(offsets, level)
         else:
-            # log(n + alpha) from a table: a gather instead of K * V logs a step.
-            log_table = jnp.log(jnp.arange(self.max_count, dtype=jnp.float32) + self.alpha)
-            log_p = log_table[counts.astype(jnp.int32)]
+            log_p = ops.count_log(counts, self.alpha, self.max_count)
             if self.states == 1:
                 log_p = log_p + jnp.where(largest, self._lookup("state_largest", 0.0, state)[..., None], 0.0)
         # A channel's normalizer (its log of total count plus smoothing) is the same for every
         # byte, so the softmax needs none.
-        return logits + jnp.einsum("...k,...kv->...v", weights, log_p)
+        return logits + ops.mix(weights, log_p)
 
 
 class Transformer(nn.Module):
@@ -133,14 +166,16 @@ class Transformer(nn.Module):
 
     def setup(self) -> None:
         c = self.config
-        self.embed = nn.Embed(c.vocab_size + 1, c.d_model, embedding_init=nn.initializers.normal(0.02))
-        self.position = self.param("position", nn.initializers.normal(0.02), (c.window, c.d_model))
-        self.blocks = [Block(c.d_model, c.n_heads, c.d_ff) for _ in range(c.n_layers)]
-        self.ln_out = nn.LayerNorm()
-        self.head = nn.Dense(c.vocab_size, kernel_init=nn.initializers.zeros)  # uniform at start
+        ops = OPS[c.numerics]
+        self.embedding = self.param("embedding", normal(0.02), (c.vocab_size + 1, c.d_model))
+        self.position = self.param("position", normal(0.02), (c.window, c.d_model))
+        self.blocks = [Block(c.d_model, c.n_heads, c.d_ff, c.window, ops) for _ in range(c.n_layers)]
+        self.ln_out = LayerNorm(ops)
+        self.head = Dense(c.vocab_size, ops, kernel_init=_constant(0.0))  # uniform at start
         if c.count_channels:
             max_count = c.count_limit + c.streams + 1
-            self.mixer = CountMixer(c.count_channels, c.count_alpha, c.count_weight, max_count, c.count_states, c.count_state_rate)
+            self.mixer = CountMixer(c.count_channels, c.count_alpha, c.count_weight, max_count, c.count_states, c.count_state_rate, ops)
+        self.ops = ops
 
     def _output(self, x: jax.Array, counts: jax.Array | None) -> jax.Array:
         hidden = self.ln_out(x)
@@ -148,7 +183,7 @@ class Transformer(nn.Module):
         return logits if counts is None else self.mixer(logits, hidden, counts)
 
     def _run(self, tokens: jax.Array, counts: jax.Array | None = None) -> tuple[jax.Array, Cache]:
-        x = self.embed(tokens) + self.position[: tokens.shape[1]]
+        x = self.ops.add_broadcast(self.ops.lookup(self.embedding, tokens), self.position[: tokens.shape[1]])
         cache = []
         for block in self.blocks:
             x, k, v = block(x)
@@ -164,12 +199,13 @@ class Transformer(nn.Module):
     def prefill(self, tokens: jax.Array) -> Cache:
         """Cache the keys/values of the memory tokens (B, M), padded to the full window."""
         pad = [(0, 0)] * 2 + [(0, self.config.window - tokens.shape[1]), (0, 0)]
-        return tuple((jnp.pad(k, pad), jnp.pad(v, pad)) for k, v in self._run(tokens)[1])
+        entries = [(self.ops.cache_entry(k), self.ops.cache_entry(v)) for k, v in self._run(tokens)[1]]
+        return jax.tree_util.tree_map(lambda a: jnp.pad(a, pad), tuple(entries))
 
     def step(self, token: jax.Array, pos: jax.Array, cache: Cache, counts: jax.Array | None = None) -> tuple[jax.Array, Cache]:
         """Logits (B, V) for window position `pos` given the token (B,) there, the cache and the
         counts (B, K, V) of the contexts that end there."""
-        x = self.embed(token)[:, None] + self.position[pos][None, None]
+        x = self.ops.add_broadcast(self.ops.lookup(self.embedding, token)[:, None], self.position[pos])
         new_cache = []
         for block, (keys, values) in zip(self.blocks, cache, strict=True):
             x, keys, values = block.step(x, keys, values, pos)

@@ -1,10 +1,15 @@
-"""The process-wide numeric settings that decide which floats XLA computes, and pinning them.
+"""The process-wide settings that decide which floats XLA computes, and pinning them.
 
-XLA sizes its CPU thread pool from the process's CPU affinity when it creates its client, and
-long reductions split across threads round differently for different thread counts. So the
-encoder records how many cores it ran on, and the decoder pins itself to that many *before* JAX
-starts. Determinism flags are set the same way. This module imports no JAX at module level, so
-the CLI can read a header and pin the process first.
+Exact numerics (ops.py) compute the same integers under any of these settings, so for their
+files the settings are recorded as information only. Native numerics depend on them: XLA sizes
+its CPU thread pool from the process's CPU affinity when it creates its client, and long
+reductions split across threads round differently for different thread counts. So a native
+encoder records how many cores it ran on, and its decoder must run with as many.
+
+The library only observes a process (`current`); pinning it (`activate`: CPU affinity, XLA
+determinism flags, simulated devices, joining other processes) is for the command-line tool or a
+caller who asks for it, and must happen before JAX starts. This module imports no JAX at module
+level, so the CLI can read a header and pin the process first.
 """
 
 from __future__ import annotations
@@ -143,6 +148,17 @@ def _observe(jax, threads: int, backend: str | None = None) -> Numerics:
     kind = "cpu" if backend == "cpu" else device.device_kind
     flags = _flags_digest(os.environ.get("XLA_FLAGS", ""))
     return Numerics(backend, kind, threads, flags, jax.device_count(), jax.process_count())
+
+
+def current() -> Numerics:
+    """The settings this process computes with: the ones `activate` set or, if it was never
+    called, the ones JAX runs with (JAX is started if it has not been; nothing is changed)."""
+    global _active
+    if _active is None:
+        import jax
+
+        _active = _observe(jax, usable_cores())
+    return _active
 
 
 def is_primary() -> bool:

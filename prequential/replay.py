@@ -2,12 +2,13 @@
 
 The input of n tokens is cut into B streams of `steps = ceil(n / B)` positions (the last streams
 may be shorter or empty) and the positions into segments of T. For each segment the engine
-caches the M memory tokens before it, scores one position of all B streams at a time, hands the
-probabilities of the streams that have a token there to the coder, and then takes one gradient
-step on the segment. Encoder and decoder call the same compiled functions with the same shapes in
-the same order; the only difference is whether the tokens are read from the store (and coded) or
-decoded (and written to it). Only one segment and the memory before it are held at a time, so
-memory does not grow with the input.
+scores every position of it, hands the coder the weights of the streams that have a token there,
+and then takes one gradient step on the segment. The decoder scores a position of all streams at
+a time (the M memory tokens cached first), since it learns each token only by decoding it; with
+exact numerics the encoder scores the segment teacher-forced inside the gradient step, which
+gives the same integers (with native numerics it steps like the decoder, so that both run the
+same compiled functions with the same shapes in the same order). Only one segment and the memory
+before it are held at a time, so memory does not grow with the input.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from prequential.coder import Coder
 from prequential.config import Config
 from prequential.counts import ContextCounts
+from prequential.errors import DesyncError
 from prequential.learner import Learner, TrainState, params_digest
 from prequential.store import TokenStore
 
@@ -189,8 +191,8 @@ def _segment_counts(config: Config, streams: int) -> np.ndarray:
 def replay(
     learner: Learner,
     layout: Layout,
-    coder: Coder,
     tokens: TokenStore,
+    coder: Coder | None = None,
     progress: Progress | None = None,
     carry: Carry | None = None,
     *,
@@ -198,105 +200,109 @@ def replay(
     resume: Snapshot | None = None,
     record_segments: bool = False,
 ) -> ReplayResult:
-    """Score every position step by step, code it, train on each segment.
+    """Run the seeded online training over the stream: score each segment, code it, train on it.
 
     An encoding coder codes the tokens read from `tokens`; a decoding one decodes them and they
-    are written there. `carry` continues from a pass over other data; `on_block` sees a snapshot
-    after every block; `resume` goes on from one; `record_segments` keeps the bits per segment.
+    are written there; without a coder the pass only scores (measure, or training on given
+    data). A segment is scored step by step (`prefill` and `step`, one position of every stream
+    at a time) where a decoder must, and otherwise teacher-forced by `train` itself; with exact
+    numerics the two give the same integers, so only the decoder steps, and it checks that its
+    weights are the ones `train` then computes. With native numerics an encoder steps too, so
+    that both sides run the same compiled functions in the same order.
+    `carry` continues from a pass over other data; `on_block` sees a snapshot after every
+    block; `resume` goes on from one; `record_segments` keeps the bits per segment.
     """
     config = learner.config
-    T, M = config.segment, config.memory
+    T = config.segment
+    exact = config.numerics == "exact"
+    decodes = coder is not None and coder.decodes
+    step_wise = coder is not None and (decodes or not exact)
     begin = _begin(learner, layout, carry, resume, record_segments)
     state, counts, ideal_bits, segment_bits = begin.carry.state, begin.carry.counts, begin.ideal_bits, begin.segment_bits
-    window = _Window(layout, tokens, begin.next_segment, M, config.vocab_size)
-    segment_counts = step_counts = None
+    window = _Window(layout, tokens, begin.next_segment, config.memory, config.vocab_size)
+    segment_counts = None
     for block in layout.blocks(config):
         if block.segments.stop <= begin.next_segment:
-            continue  # coded before the snapshot we resume from
-        coder.begin_block(block.n_sync, block.last, block.max_words)
+            continue  # done before the snapshot we resume from
+        if coder is not None:
+            coder.begin_block(block.n_sync, block.last, block.max_words)
         for s in block.segments:
             first = s * T
             valid = layout.valid(first, first + T)
-            segment = np.zeros((layout.streams, T), np.int32) if coder.decodes else layout.read(tokens, first, first + T)
-            cache = learner.prefill(state.params, window.model_inputs()[:, :M])
+            steps = min(T, layout.steps - first)
+            segment = np.zeros((layout.streams, T), np.int32) if decodes else layout.read(tokens, first, first + T)
             if counts is not None:
                 segment_counts = _segment_counts(config, layout.streams)
-            bits = 0.0
-            for i in range(min(T, layout.steps - first)):
-                if counts is not None:
-                    segment_counts[:, i] = step_counts = counts.lookup()
-                probs, cache = learner.step(state.params, cache, window.input_at(i), M + i, step_counts)
-                active = valid[:, i]
-                probs = np.asarray(probs)
-                if not active.all():
-                    probs = probs[active]
-                coded = coder.code(probs, segment[active, i])
-                segment[active, i] = coded
-                window.put(active, i, coded)
-                if counts is not None:
-                    counts.update(active, coded)
-                p = probs[np.arange(len(coded)), coded].astype(np.float64)
-                bits -= np.log2(np.maximum(p, np.finfo(np.float32).tiny)).sum()
-            ideal_bits += float(bits)
+            if step_wise:
+                used, bits = _step_through(learner, state.params, window, counts, segment_counts, coder, segment, valid, steps)
+                if decodes:
+                    layout.write(tokens, first, segment)
+            else:
+                for i in range(steps):  # the same lookups and updates, in the same order, as _step_through
+                    if counts is not None:
+                        segment_counts[:, i] = counts.lookup()
+                        counts.update(valid[:, i], segment[valid[:, i], i])
+                    window.put(valid[:, i], i, segment[valid[:, i], i])
+            state, train_bits, weights = learner.train(state, window.model_inputs(), segment, valid, segment_counts)
+            if exact or not step_wise:
+                bits = float(np.asarray(train_bits, np.float64)[valid].sum())  # exact: multiples of 2**-16
+            if exact and step_wise:
+                _check_agreement(used, np.asarray(weights), valid, s)
+            elif coder is not None and not step_wise:
+                order = valid.T  # position by position, as the decoder decodes them
+                coder.code(np.asarray(weights).transpose(1, 0, 2)[order], segment.T[order])
+            window.advance()
+            ideal_bits += bits
             if segment_bits is not None:
                 segment_bits[s] = bits
-            if coder.decodes:
-                layout.write(tokens, first, segment)
-            state, _ = learner.train(state, window.model_inputs(), segment, valid, segment_counts)
-            window.advance()
-            if layout.is_sync_point(s, config.sync_segments):
+            if coder is not None and layout.is_sync_point(s, config.sync_segments):
                 coder.sync(params_digest(state.params), s)
             if progress:
                 progress(layout.tokens_before(first + T), ideal_bits)
-        coder.end_block(ideal_bits)
+        if coder is not None:
+            coder.end_block(ideal_bits)
         if on_block:
             on_block(Snapshot(block.segments.stop, Carry(state, counts), ideal_bits, segment_bits))
     return ReplayResult(ideal_bits, segment_bits, Carry(state, counts))
 
 
-def train_pass(
-    learner: Learner,
-    layout: Layout,
-    tokens: TokenStore,
-    progress: Progress | None = None,
-    carry: Carry | None = None,
-    *,
-    on_block: OnBlock | None = None,
-    resume: Snapshot | None = None,
-) -> tuple[np.ndarray, Carry]:
-    """The online training alone, scored teacher-forced before each update: bits per segment.
-
-    No coder and no step-wise scoring, so it is as fast as the training itself. It calls `train`
-    exactly as `replay` does, so the state it hands on is the one `replay` would reach; its bits
-    agree with `replay`'s up to float rounding (the same model, scored by a batched computation).
-    `on_block` and `resume` work as in `replay`, at the same block ends.
-    """
+def _step_through(learner: Learner, params, window: _Window, counts, segment_counts, coder: Coder, segment, valid, steps: int):
+    """Score one segment a position at a time and code each position: (the weights the coder
+    was given (B, T, V), their bits). Decoded tokens are written into `segment`."""
     config = learner.config
-    T = config.segment
-    begin = _begin(learner, layout, carry, resume, record=True)
-    state, counts, segment_bits, done_bits = begin.carry.state, begin.carry.counts, begin.segment_bits, begin.ideal_bits
-    window = _Window(layout, tokens, begin.next_segment, config.memory, config.vocab_size)
-    segment_counts = None
-    for block in layout.blocks(config):
-        if block.segments.stop <= begin.next_segment:
-            continue
-        for s in block.segments:
-            first = s * T
-            valid = layout.valid(first, first + T)
-            segment = layout.read(tokens, first, first + T)
-            if counts is not None:
-                segment_counts = _segment_counts(config, layout.streams)
-            for i in range(min(T, layout.steps - first)):  # the same lookups and updates, in the same order, as replay()
-                if counts is not None:
-                    segment_counts[:, i] = counts.lookup()
-                    counts.update(valid[:, i], segment[valid[:, i], i])
-                window.put(valid[:, i], i, segment[valid[:, i], i])
-            state, bits = learner.train(state, window.model_inputs(), segment, valid, segment_counts)
-            window.advance()
-            segment_bits[s] = float(np.asarray(bits, np.float64)[valid].sum())
-            done_bits += segment_bits[s]
-            if progress:
-                progress(layout.tokens_before(first + T), done_bits)
-        if on_block:
-            on_block(Snapshot(block.segments.stop, Carry(state, counts), done_bits, segment_bits))
-    return segment_bits, Carry(state, counts)
+    M = config.memory
+    cache = learner.prefill(params, window.model_inputs()[:, :M])
+    used = np.zeros((segment.shape[0], config.segment, config.vocab_size), np.float32)
+    step_counts, bits = None, 0.0
+    for i in range(steps):
+        if counts is not None:
+            segment_counts[:, i] = step_counts = counts.lookup()
+        weights, cache = learner.step(params, cache, window.input_at(i), M + i, step_counts)
+        used[:, i] = weights = np.asarray(weights)
+        active = valid[:, i]
+        if not active.all():
+            weights = weights[active]
+        coded = coder.code(weights, segment[active, i])
+        segment[active, i] = coded
+        window.put(active, i, coded)
+        if counts is not None:
+            counts.update(active, coded)
+        chosen = weights[np.arange(len(coded)), coded].astype(np.float64)
+        bits -= np.log2(np.maximum(chosen, np.finfo(np.float32).tiny) / weights.sum(-1, dtype=np.float64)).sum()
+    return used, float(bits)
+
+
+def _check_agreement(used: np.ndarray, weights: np.ndarray, valid: np.ndarray, segment: int) -> None:
+    """With exact numerics, the weights a decoder computed step by step are the ones the
+    teacher-forced pass computes: anything else is a bug, refused at once."""
+    if not np.array_equal(used[valid], weights[valid]):
+        raise DesyncError(f"decoding diverged at segment {segment}: step-wise and teacher-forced scores differ (a bug)")
+
+
+def train_pass(
+    learner: Learner, layout: Layout, tokens: TokenStore, progress: Progress | None = None, carry: Carry | None = None, **options
+) -> tuple[np.ndarray, Carry]:
+    """The online training alone, scored teacher-forced before each update and not coded:
+    (bits per segment, the state it hands on). It is `replay` without a coder."""
+    result = replay(learner, layout, tokens, None, progress, carry, record_segments=True, **options)
+    return result.segment_bits, result.carry

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from prequential.errors import PrequentialError
+from prequential.errors import ConfigError, PrequentialError
 
 
 class TokenStore(Protocol):
@@ -53,3 +53,13 @@ class FileStore:
         data = tokens.astype(np.uint8).tobytes()
         if os.pwrite(self.fd, data, self.offset + start) != len(data):
             raise PrequentialError("short write to the output file (is the disk full?)")
+
+
+def as_tokens(data: bytes | np.ndarray, vocab_size: int) -> np.ndarray:
+    """Bytes, or an integer array whose values are all below `vocab_size`, as int32 tokens."""
+    tokens = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data)
+    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+        raise ConfigError(f"tokens must be bytes or a 1-D integer array, got {tokens.dtype} of shape {tokens.shape}")
+    if len(tokens) and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise ConfigError(f"config field 'vocab_size' ({vocab_size}) must exceed every token; the data holds {int(tokens.max())}")
+    return tokens.astype(np.int32)

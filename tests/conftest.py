@@ -12,13 +12,19 @@ from pathlib import Path
 import pytest
 
 ALL_CORES = sorted(os.sched_getaffinity(0))  # captured before any test pins this process
+# One persistent compilation cache for this process and every command it starts: the same
+# programs are compiled once per session, not once per process.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).parents[1] / ".pytest_cache" / "jax"))
 if shutil.which("taskset") is None:  # util-linux; every Debian-like machine has it
     raise RuntimeError("the tests need taskset (package util-linux) to set the CPU affinity of the processes they start")
 SAMPLE = (Path(__file__).parents[1] / "prequential" / "data" / "sample.txt").read_bytes()
 
 
-def run_cli(*args: str, cores: list[int] | None = None, stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m prequential ARGS` in a fresh process on `cores` (default: all)."""
+def run_cli(
+    *args: str, cores: list[int] | None = None, stdin: bytes | None = None, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run `python -m prequential ARGS` in a fresh process on `cores` (default: all), with `env`
+    added to the environment."""
     affinity = ",".join(map(str, cores or ALL_CORES))
     return subprocess.run(
         ["taskset", "-c", affinity, sys.executable, "-m", "prequential", *args],
@@ -26,6 +32,7 @@ def run_cli(*args: str, cores: list[int] | None = None, stdin: bytes | None = No
         capture_output=True,
         cwd=cwd,
         timeout=600,
+        env={**os.environ, **(env or {})},
     )
 
 

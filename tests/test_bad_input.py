@@ -106,11 +106,15 @@ def test_fingerprint_mismatch_is_refused_before_decoding(blob):
         prequential.decompress(with_header(blob, fingerprint=bytes(8)))
 
 
-def test_device_mismatch_is_refused(blob):
+def test_another_device_decodes_an_exact_file_and_is_refused_for_a_native_one(blob):
     header, _ = header_of(blob)
+    other = dataclasses.replace(header.numerics, device_kind="NVIDIA H100 80GB HBM3", backend="gpu", threads=7, devices=4)
+    assert prequential.decompress(with_header(blob, numerics=other)) == DATA  # exact: the settings are information
+    native = prequential.compress(DATA, prequential.PRESETS["tiny"].replace(numerics="native"))
+    header, _ = header_of(native)
     other = dataclasses.replace(header.numerics, device_kind="NVIDIA H100 80GB HBM3")
-    with pytest.raises(NumericsError, match="device kind"):
-        prequential.decompress(with_header(blob, numerics=other))
+    with pytest.raises(NumericsError, match="native-numerics file decodes only where its floats are reproduced"):
+        prequential.decompress(with_header(native, numerics=other))
 
 
 def test_a_desync_is_caught_at_the_first_sync_point(blob):

@@ -59,5 +59,5 @@ def test_compact_form_round_trips_and_is_short_for_presets():
 
 
 def test_every_field_has_bounds():
-    bounded = set(configs._INT_BOUNDS) | set(configs._FLOAT_BOUNDS)
+    bounded = set(configs._INT_BOUNDS) | set(configs._FLOAT_BOUNDS) | {"numerics"}  # numerics: one of NUMERICS
     assert bounded == {f.name for f in dataclasses.fields(Config)}

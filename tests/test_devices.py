@@ -11,31 +11,41 @@ import sys
 import pytest
 from conftest import SAMPLE, one_line_error, run_cli
 
-REFUSE_WITH_TWO = """
+WITH_TWO = """
 import sys
 from prequential import numerics
 numerics.activate("cpu", 1, devices=2)  # JAX starts here with 2 devices
 import prequential
 try:
-    prequential.decompress(open(sys.argv[1], "rb").read())
+    sys.stdout.buffer.write(prequential.decompress(open(sys.argv[1], "rb").read()))
 except prequential.PrequentialError as err:
     print(err)
     sys.exit(1)
 """
 
 
-def test_four_devices_round_trip_and_two_are_refused(tmp_path):
-    (tmp_path / "in").write_bytes(SAMPLE[:3000])
-    done = run_cli("compress", "-q", "-k", "--preset", "tiny", "--devices", "4", "in", "--json", "r.json", cwd=tmp_path)
+def test_four_device_file_decodes_on_one_and_two_and_a_native_one_is_refused(tmp_path):
+    data = SAMPLE[:3000]
+    (tmp_path / "in").write_bytes(data)
+    done = run_cli("compress", "-q", "-k", "--preset", "tiny", "--devices", "4", "in", cwd=tmp_path)
     assert done.returncode == 0, done.stderr.decode()
     info = run_cli("info", "in.pq", "--json", "i.json", cwd=tmp_path)
     assert json.loads((tmp_path / "i.json").read_text())["numerics"]["devices"] == 4, info.stderr.decode()
-    restored = run_cli("decompress", "-q", "-k", "in.pq", "-o", "out", cwd=tmp_path)  # a fresh process makes 4 devices
-    assert restored.returncode == 0, restored.stderr.decode()
-    assert (tmp_path / "out").read_bytes() == SAMPLE[:3000]
-    refused = subprocess.run([sys.executable, "-c", REFUSE_WITH_TWO, "in.pq"], cwd=tmp_path, capture_output=True, text=True)
+    one = run_cli("decompress", "-q", "-k", "in.pq", "-o", "-", cwd=tmp_path)  # one device
+    assert one.returncode == 0 and one.stdout == data, one.stderr.decode()
+    two = subprocess.run([sys.executable, "-c", WITH_TWO, "in.pq"], cwd=tmp_path, capture_output=True)
+    assert two.returncode == 0 and two.stdout == data, two.stderr.decode()
+    # One device's file decodes split over four, too.
+    assert run_cli("compress", "-q", "-k", "-f", "--preset", "tiny", "in", cwd=tmp_path).returncode == 0
+    four = run_cli("decompress", "-q", "-k", "--devices", "4", "in.pq", "-o", "-", cwd=tmp_path)
+    assert four.returncode == 0 and four.stdout == data, four.stderr.decode()
+    # A native-numerics file keeps the encoder's layout: two devices are refused.
+    (tmp_path / "native.toml").write_text('preset = "tiny"\nnumerics = "native"\n')
+    done = run_cli("compress", "-q", "-k", "-f", "--config", "native.toml", "--devices", "4", "in", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    refused = subprocess.run([sys.executable, "-c", WITH_TWO, "in.pq"], cwd=tmp_path, capture_output=True, text=True)
     assert refused.returncode == 1, refused.stderr
-    assert "split over 4 devices" in refused.stdout and "has 2" in refused.stdout
+    assert "devices: file 4, here 2" in refused.stdout
 
 
 def test_devices_must_divide_the_streams(tmp_path):
@@ -75,7 +85,7 @@ def _together(*args: str, processes: int, cwd) -> list[subprocess.CompletedProce
     return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(running, outputs, strict=True)]
 
 
-def test_two_processes_round_trip_and_one_is_refused(tmp_path):
+def test_two_processes_round_trip_and_one_alone_decodes_too(tmp_path):
     """Two processes (as on two hosts) with 2 CPU devices each: one 4-device mesh, gloo all-reduce."""
     data = SAMPLE[:3000]
     (tmp_path / "in").write_bytes(data)
@@ -91,9 +101,8 @@ def test_two_processes_round_trip_and_one_is_refused(tmp_path):
     verified = _together("verify", "in.pq", processes=2, cwd=tmp_path)
     assert [done.returncode for done in verified] == [0, 0], verified[1].stderr.decode()
     assert [b"in.pq: OK" in done.stderr for done in verified] == [True, False]  # process 0 reports
-    alone = run_cli("decompress", "-q", "-k", "in.pq", "-o", "alone", cwd=tmp_path)
-    assert "made by 2 process(es) together, this run has 1" in one_line_error(alone)
-    assert not (tmp_path / "alone").exists()
+    alone = run_cli("decompress", "-q", "-k", "in.pq", "-o", "alone", cwd=tmp_path)  # exact numerics: one process decodes it too
+    assert alone.returncode == 0 and (tmp_path / "alone").read_bytes() == data, alone.stderr.decode()
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,284 @@
+"""Integer arithmetic that computes the same bits on every machine: the kernels of exact numerics.
+
+XLA may contract `a*b + c` into one FMA, evaluates `exp` and `log` with polynomials whose rounding
+depends on the instruction set, and splits long float sums across threads in an order that depends
+on the thread count. None of that can change an integer. So exact numerics (ops.py) computes with
+
+- integers in int32 arrays, whose sums do not depend on their order;
+- float32 arrays used only as *carriers*: every value is an integer times a power of two (a
+  multiple of 2**MIN_EXP), made by exact operations (bit fields, multiplication by powers of two,
+  conversion of integers). The only rounding float operation applied to carriers is a single
+  elementwise add, which IEEE-754 defines bit for bit;
+- matrix products of integers of at most 8 bits (and a sign), done as float32 dots: every product
+  and every partial sum is an integer of at most 2**24, so the result is exact whatever the
+  summation order, blocking, thread count, FMA use or backend (TF32 and bf16 hold them exactly too);
+- fixed-point logarithms and powers of two from integer polynomials whose coefficients are
+  solved here in exact rational arithmetic (with `fractions`, and `decimal`, correctly rounded by
+  its specification), never from libm. Polynomials, not tables: XLA fuses a table's gather into
+  the elementwise code around it and the whole loop stops vectorizing.
+"""
+
+from __future__ import annotations
+
+import decimal
+import fractions
+import functools
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+MIN_EXP = -100  # carriers are multiples of 2**MIN_EXP: their sums are never denormal
+LOG_FRAC = 16  # fixed-point logarithms (base 2) carry 16 fractional bits
+_TABLE_BITS = 10  # tables of log2 and exp2 over [0, 1) have 2**10 intervals, interpolated linearly
+_DOT_CHUNK = 1024  # 1024 products of two 8-bit integers sum to at most 2**24: exact in float32
+
+
+def qmax(bits: int) -> int:
+    """The largest magnitude a signed `bits`-bit integer takes here."""
+    return (1 << (bits - 1)) - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Carriers: float32 fields, powers of two, quantization
+# ---------------------------------------------------------------------------------------------
+
+
+def pow2(exponent: jnp.ndarray) -> jnp.ndarray:
+    """2.0 ** exponent as float32, built from its bits (exponent clipped to [-126, 127])."""
+    e = lax.clamp(-126, jnp.asarray(exponent, jnp.int32), 127)
+    return lax.bitcast_convert_type((e + 127) << 23, jnp.float32)
+
+
+def scale(values: jnp.ndarray, exponent: jnp.ndarray | int) -> jnp.ndarray:
+    """values * 2**exponent as a carrier, for integer-valued float32 or int32 `values`: exact
+    where the result needs no more than float32's 24 bits, and 0 where exponent < MIN_EXP (so
+    that every carrier is a multiple of 2**MIN_EXP)."""
+    f = values if values.dtype == jnp.float32 else values.astype(jnp.float32)
+    if isinstance(exponent, int):
+        return f * float(2.0**exponent) if exponent >= MIN_EXP else jnp.zeros_like(f)
+    e = jnp.asarray(exponent, jnp.int32)
+    return jnp.where(e < MIN_EXP, 0.0, f * pow2(jnp.minimum(e, 96)))
+
+
+def fields(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """(negative, biased exponent, 24-bit significand) of float32 x; zero (and denormals, which
+    carriers never are) give a zero significand. x = +-significand * 2**(biased - 150)."""
+    bits = lax.bitcast_convert_type(x, jnp.int32)
+    biased = (bits >> 23) & 0xFF
+    significand = lax.select(biased > 0, (bits & 0x7FFFFF) | 0x800000, jnp.zeros_like(bits))
+    return bits < 0, biased, significand
+
+
+def round_shift(q: jnp.ndarray, shift: jnp.ndarray | int) -> jnp.ndarray:
+    """q / 2**shift rounded half up, for int32 q and shift >= 0 (a shift <= 0 leaves q; no overflow)."""
+    if isinstance(shift, int):
+        return ((q >> (shift - 1)) + 1) >> 1 if shift > 0 else q
+    shift = jnp.broadcast_to(jnp.asarray(shift, jnp.int32), jnp.broadcast_shapes(jnp.shape(q), jnp.shape(shift)))
+    q = jnp.broadcast_to(q, shift.shape)
+    return lax.select(shift > 0, ((q >> (shift - 1)) + 1) >> 1, q)
+
+
+def quantize(x: jnp.ndarray, bits: int, axis: int | tuple[int, ...] | None) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(q, exponent): int32 q with |q| <= qmax(bits) and x ~ q * 2**exponent, one exponent per
+    slice over `axis` (kept as size-1 dimensions; None: one for the whole array; (): one each).
+
+    The exponent comes from the largest element's float exponent (an integer max, exact), and
+    each q from its element's significand by an integer rounding shift: no float arithmetic."""
+    negative, biased, significand = fields(x)
+    top = jnp.max(biased, axis=axis, keepdims=True)  # zero's biased exponent is 0, the least
+    exponent = top - 125 - bits  # the largest |x| < 2**(top - 126) maps below 2**(bits - 1)
+    q = jnp.minimum(((significand >> (top - biased + 24 - bits)) + 1) >> 1, qmax(bits))
+    return lax.select(negative, -q, q), exponent
+
+
+def dequantize(q: jnp.ndarray, exponent: jnp.ndarray) -> jnp.ndarray:
+    return scale(q, exponent)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact sums and matrix products of integers
+# ---------------------------------------------------------------------------------------------
+
+
+def isum(values: jnp.ndarray, axis: int | tuple[int, ...]) -> jnp.ndarray:
+    """Exact sum of int32 values below 2**30 in magnitude, over at most 2**15 elements, as a
+    float32 carrier (rounded once, to nearest): high and low 15-bit parts are summed apart."""
+    high = jnp.sum(values >> 15, axis=axis)
+    low = jnp.sum(values & 0x7FFF, axis=axis)
+    return high.astype(jnp.float32) * 32768.0 + low.astype(jnp.float32)
+
+
+def _limbs(q: jnp.ndarray, bits: int) -> list[tuple[jnp.ndarray, float]]:
+    """q as float32 limbs of at most 8 bits and a sign, |limb| <= 128, with their weights:
+    q = sum(limb * weight). A product of two limbs is at most 2**14, so _DOT_CHUNK of them sum exactly."""
+    if bits <= 8:
+        return [(q.astype(jnp.float32), 1.0)]
+    low = ((q + 128) & 255) - 128
+    return [(((q - low) >> 8).astype(jnp.float32), 256.0), (low.astype(jnp.float32), 1.0)]
+
+
+def _exact_dot(a: jnp.ndarray, b: jnp.ndarray, dims) -> jnp.ndarray:
+    """dot_general of int8-valued float32 arrays, exact: contractions longer than _DOT_CHUNK are
+    cut into chunks whose exact float results are summed as int32."""
+    (ca, cb), _ = dims
+    length = int(np.prod([a.shape[i] for i in ca]))
+    if length <= _DOT_CHUNK:
+        return lax.dot_general(a, b, dims, precision=lax.Precision.HIGHEST)
+    if len(ca) != 1:
+        raise ValueError("contractions over several axes must fit one chunk")
+    total = None
+    for start in range(0, length, _DOT_CHUNK):
+        part = lax.dot_general(
+            lax.slice_in_dim(a, start, min(start + _DOT_CHUNK, length), axis=ca[0]),
+            lax.slice_in_dim(b, start, min(start + _DOT_CHUNK, length), axis=cb[0]),
+            dims,
+            precision=lax.Precision.HIGHEST,
+        ).astype(jnp.int32)
+        total = part if total is None else total + part
+    return total.astype(jnp.float32)
+
+
+def int_dot(a: jnp.ndarray, bits_a: int, b: jnp.ndarray, bits_b: int, dims, drop_low_low: bool = True) -> jnp.ndarray:
+    """dot_general of int32 arrays of at most 8 or 16 bits (qmax), as a float32 carrier.
+
+    Each operand splits into int8 limbs; each pair of limbs is an exact dot, and the pairs are
+    combined by one float add each, in a fixed order (powers-of-two weights: FMA-proof). With two
+    16-bit operands the low-by-low pair (below 2**-14 of the result) is left out."""
+    terms = []
+    for limb_a, weight_a in _limbs(a, bits_a):
+        for limb_b, weight_b in _limbs(b, bits_b):
+            if drop_low_low and bits_a > 8 and bits_b > 8 and weight_a == weight_b == 1.0:
+                continue
+            terms.append(_exact_dot(limb_a, limb_b, dims) * (weight_a * weight_b))
+    out = terms[0]
+    for term in terms[1:]:
+        out = out + term
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixed-point log2 and exp2 (LOG_FRAC fractional bits) from integer polynomials
+# ---------------------------------------------------------------------------------------------
+
+_CONTEXT = decimal.Context(prec=40, rounding=decimal.ROUND_HALF_EVEN)
+_LN2 = _CONTEXT.ln(decimal.Decimal(2))
+POLY_FRAC = 15  # polynomial coefficients and arguments: 15 fractional bits, so products fit int32
+
+
+def exact_log2(value: decimal.Decimal | int) -> decimal.Decimal:
+    """log2 of a positive rational, correctly rounded to 40 digits (decimal's ln is)."""
+    return _CONTEXT.divide(_CONTEXT.ln(decimal.Decimal(value)), _LN2)
+
+
+def exact_exp2(value: decimal.Decimal) -> decimal.Decimal:
+    return _CONTEXT.exp(_CONTEXT.multiply(decimal.Decimal(value), _LN2))
+
+
+def fixed(value: decimal.Decimal | fractions.Fraction | int, frac_bits: int) -> int:
+    """round(value * 2**frac_bits), half to even."""
+    return round(fractions.Fraction(value) * 2**frac_bits)
+
+
+_SQRT_HALF = decimal.Decimal(2).sqrt() / 2
+_LOG2_RANGE = (_SQRT_HALF - 1, 2 * _SQRT_HALF - 1)  # log2(1 + x) is fitted for 1 + x in [sqrt(1/2), sqrt(2))
+
+
+@functools.cache
+def _chebyshev_fit(name: str, degree: int) -> tuple[int, ...]:
+    """Coefficients (POLY_FRAC bits, lowest first) of the polynomial through `degree + 1`
+    Chebyshev nodes of (2**x - 1) / x on [0, 1] ("exp2") or of log2(1 + x) / x - 1 on _LOG2_RANGE
+    ("log2"), solved in exact rational arithmetic: the same integers on every machine."""
+    n = degree + 1
+    lo, hi = (decimal.Decimal(0), decimal.Decimal(1)) if name == "exp2" else _LOG2_RANGE
+    nodes = [fractions.Fraction(_CONTEXT.create_decimal(lo + (hi - lo) * (1 + _cos_node(i, n)) / 2)) for i in range(n)]
+
+    def f(x: fractions.Fraction) -> fractions.Fraction:
+        d = decimal.Decimal(x.numerator) / decimal.Decimal(x.denominator)
+        value = (exact_exp2(d) - 1) / d if name == "exp2" else exact_log2(1 + d) / d - 1
+        return fractions.Fraction(value)
+
+    rows = [[x**k for k in range(n)] + [f(x)] for x in nodes]
+    for col in range(n):  # Gauss-Jordan elimination, exact
+        pivot = next(r for r in range(col, n) if rows[r][col] != 0)
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        rows[col] = [v / rows[col][col] for v in rows[col]]
+        for r in range(n):
+            if r != col and rows[r][col] != 0:
+                rows[r] = [a - rows[r][col] * b for a, b in zip(rows[r], rows[col], strict=True)]
+    return tuple(fixed(rows[k][n], POLY_FRAC) for k in range(n))
+
+
+def _cos_node(i: int, n: int) -> decimal.Decimal:
+    """cos((2i + 1) pi / 2n) by its Taylor series in decimal (a Chebyshev node)."""
+    pi = decimal.Decimal("3.141592653589793238462643383279502884197")
+    x = _CONTEXT.divide((2 * i + 1) * pi, 2 * n)
+    term, total, k = decimal.Decimal(1), decimal.Decimal(1), 0
+    while abs(term) > decimal.Decimal(10) ** -38:
+        k += 2
+        term = _CONTEXT.divide(-term * x * x, k * (k - 1))
+        total += term
+    return total
+
+
+def _horner(coefficients: tuple[int, ...], x: jnp.ndarray) -> jnp.ndarray:
+    """sum(c_k * x**k) for |x| < 2**POLY_FRAC, all in POLY_FRAC bits (products below 2**31)."""
+    acc = jnp.full(x.shape, coefficients[-1], jnp.int32)
+    for c in coefficients[-2::-1]:
+        acc = c + ((acc * x + (1 << (POLY_FRAC - 1))) >> POLY_FRAC)
+    return acc
+
+
+def log2_fixed(x: jnp.ndarray) -> jnp.ndarray:
+    """log2(x) in LOG_FRAC fractional bits, for int32 x >= 1 (error below 2**-15)."""
+    top = 31 - lax.clz(x)  # floor(log2 x)
+    normal = x << (30 - top)  # x / 2**top in [1, 2), 30 fractional bits
+    high = normal >= fixed(2 * _SQRT_HALF, 30)
+    u = jnp.where(high, normal >> 1, normal) - (1 << 30)  # in [sqrt(1/2), sqrt(2)) - 1
+    top = jnp.where(high, top + 1, top)
+    u15 = round_shift(u, 30 - POLY_FRAC)
+    correction = _horner(_chebyshev_fit("log2", 6), u15)  # log2(1 + u) / u - 1
+    frac = round_shift(u, 30 - LOG_FRAC) + round_shift(u15 * correction, 2 * POLY_FRAC - LOG_FRAC)
+    return (top << LOG_FRAC) + frac
+
+
+def log2_of_carrier(x: jnp.ndarray) -> jnp.ndarray:
+    """log2|x| in LOG_FRAC fractional bits for a nonzero carrier x, from its float fields."""
+    _, biased, significand = fields(x)
+    return log2_fixed(significand) + ((biased - 150) << LOG_FRAC)
+
+
+def exp2_parts(t: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(significand in [2**23, 2**24), exponent) with 2**(t / 2**LOG_FRAC) = significand * 2**(exponent - 23)
+    (relative error below 2**-15)."""
+    whole = t >> LOG_FRAC  # floor, also for negative t
+    f = t & ((1 << LOG_FRAC) - 1)
+    slope = _horner(_chebyshev_fit("exp2", 5), (f + 1) >> (LOG_FRAC - POLY_FRAC))  # (2**f - 1) / f
+    return (1 << 23) + ((f * slope + (1 << (LOG_FRAC + POLY_FRAC - 24))) >> (LOG_FRAC + POLY_FRAC - 23)), whole
+
+
+def exp2_carrier(t: jnp.ndarray) -> jnp.ndarray:
+    """2**(t / 2**LOG_FRAC) as a carrier (a multiple of 2**MIN_EXP), with a 24-bit significand."""
+    significand, whole = exp2_parts(t)
+    return scale(significand, whole - 23)
+
+
+def exp2_int(t: jnp.ndarray, frac_bits: int) -> jnp.ndarray:
+    """round(2**(t / 2**LOG_FRAC) * 2**frac_bits) as int32, for t <= 0 (frac_bits <= 23)."""
+    significand, whole = exp2_parts(t)
+    return round_shift(significand, 23 - frac_bits - whole)
+
+
+def log2_add(a: jnp.ndarray, b: jnp.ndarray, frac_bits: int = LOG_FRAC) -> jnp.ndarray:
+    """log2(2**a + 2**b) for fixed-point logarithms a and b of `frac_bits` >= LOG_FRAC fractional
+    bits (the Gaussian logarithm: max(a, b) + log2(1 + 2**-|a - b|), to 2**-15)."""
+    d = jnp.minimum(jnp.abs(a - b) >> (frac_bits - LOG_FRAC), (40 << LOG_FRAC))
+    correction = log2_fixed((1 << 23) + exp2_int(-d, 23)) - (23 << LOG_FRAC)
+    return jnp.maximum(a, b) + (correction << (frac_bits - LOG_FRAC))
+
+
+def mul_q30(a: jnp.ndarray, b: int) -> jnp.ndarray:
+    """round(a * b / 2**30) for 0 <= a, b < 2**30, from 15-bit halves (no product reaches 2**31)."""
+    ah, al = a >> 15, a & 0x7FFF
+    bh, bl = b >> 15, b & 0x7FFF
+    return ah * bh + ((ah * bl + al * bh + ((al * bl) >> 15) + (1 << 14)) >> 15)

@@ -1,0 +1,219 @@
+"""Exact numerics: every primitive against its float counterpart (quality), and the properties
+that make files portable (the teacher-forced and step-wise scores are the same integers;
+measure equals compress bit for bit)."""
+
+from __future__ import annotations
+
+import decimal
+import io
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import SAMPLE
+
+import prequential
+from prequential import api
+from prequential import intmath as im
+from prequential.config import preset
+from prequential.errors import DesyncError
+from prequential.learner import Learner, learner_for
+from prequential.ops import Exact, Native, normal
+from prequential.optimizer import exact_adam, learning_rate
+
+TINY = preset("tiny")
+RNG = np.random.default_rng(20261201)
+
+
+def rel_err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def grads(ops_fn, *args):
+    """The gradient of a fixed random projection of ops_fn(*args) with respect to every argument."""
+    out_shape = jax.eval_shape(ops_fn, *args).shape
+    weights = jnp.asarray(np.random.default_rng(1).normal(size=out_shape), jnp.float32)
+    return jax.grad(lambda *a: jnp.sum(ops_fn(*a) * weights), argnums=tuple(range(len(args))))(*args)
+
+
+def normal_array(*shape, scale=1.0):
+    return jnp.asarray(RNG.normal(size=shape) * scale, jnp.float32)
+
+
+# --- the integer kernels -----------------------------------------------------------------------
+
+
+def test_log2_and_exp2_are_within_2_to_the_minus_15_of_float64():
+    x = np.concatenate([RNG.integers(1, 2**31 - 1, 20000), 2 ** np.arange(31), np.arange(1, 2000)]).astype(np.int64)
+    log2 = np.asarray(im.log2_fixed(jnp.asarray(x, jnp.int32))) / 2**im.LOG_FRAC
+    assert np.abs(log2 - np.log2(x)).max() < 2**-15
+    t = RNG.integers(-60 * 2**16, 60 * 2**16, 20000)
+    got = np.asarray(im.exp2_carrier(jnp.asarray(t, jnp.int32)), np.float64)
+    want = 2.0 ** (t / 2**16)
+    assert (np.abs(got - want) / want).max() < 2**-15
+    a, b = RNG.integers(-30 * 2**16, 30 * 2**16, (2, 20000))
+    gauss = np.asarray(im.log2_add(jnp.asarray(a, jnp.int32), jnp.asarray(b, jnp.int32))) / 2**16
+    assert np.abs(gauss - np.logaddexp2(a / 2**16, b / 2**16)).max() < 2**-15
+
+
+def test_polynomial_coefficients_are_solved_exactly():
+    # Exact rational arithmetic: the same integers however often, and on any machine.
+    assert im._chebyshev_fit("exp2", 5) == im._chebyshev_fit.__wrapped__("exp2", 5)
+    assert im._chebyshev_fit("exp2", 5)[0] == im.fixed(decimal.Decimal(2).ln(), im.POLY_FRAC)  # (2**x - 1) / x at 0 is ln 2, to rounding
+
+
+@pytest.mark.parametrize(("bits_a", "bits_b", "length"), [(8, 8, 300), (16, 8, 700), (16, 16, 100), (8, 8, 3000)])
+def test_integer_dots_are_exact(bits_a, bits_b, length):
+    a = RNG.integers(-im.qmax(bits_a), im.qmax(bits_a) + 1, (40, length))
+    b = RNG.integers(-im.qmax(bits_b), im.qmax(bits_b) + 1, (length, 30))
+    got = im.int_dot(jnp.asarray(a, jnp.int32), bits_a, jnp.asarray(b, jnp.int32), bits_b, (((1,), (0,)), ((), ())), drop_low_low=False)
+    want = a @ b
+    # Limb products are exact; only their float32 sum rounds (once per limb pair).
+    assert np.abs(np.asarray(got, np.float64) - want).max() <= np.abs(want).max() * 2**-22
+
+
+def test_quantize_keeps_each_row_to_its_bits():
+    x = normal_array(50, 64) * jnp.exp(normal_array(50, 1) * 4)
+    for bits in (8, 12, 16):
+        q, e = im.quantize(x, bits, -1)
+        assert np.abs(np.asarray(q)).max() <= im.qmax(bits)
+        back = np.asarray(im.scale(q, e), np.float64)
+        row_max = np.abs(np.asarray(x)).max(-1, keepdims=True)
+        assert (np.abs(back - np.asarray(x)) / row_max).max() <= 2 ** -(bits - 2)
+
+
+def test_carriers_stay_multiples_of_the_smallest_power():
+    q = jnp.asarray([3, -5, 7, 1], jnp.int32)
+    assert np.array_equal(np.asarray(im.scale(q, jnp.asarray([-101, -100, 0, 5]))), [0.0, -5 * 2.0**-100, 7.0, 32.0])
+
+
+# --- the primitives against float32 -------------------------------------------------------------
+
+
+def test_dense_matches_float():
+    x, w, b = normal_array(4, 16, 32), normal_array(32, 48, scale=0.2), normal_array(48, scale=0.1)
+    assert rel_err(Exact.dense(x, w, b), Native.dense(x, w, b)) < 0.02
+    for got, want in zip(grads(Exact.dense, x, w, b), grads(Native.dense, x, w, b), strict=True):
+        assert rel_err(got, want) < 0.03
+
+
+def test_layer_norm_matches_float():
+    x, g, b = normal_array(4, 16, 32) * 3 + 1, 1 + normal_array(32, scale=0.2), normal_array(32, scale=0.1)
+    assert rel_err(Exact.layer_norm(x, g, b), Native.layer_norm(x, g, b)) < 1e-3
+    for got, want in zip(grads(Exact.layer_norm, x, g, b), grads(Native.layer_norm, x, g, b), strict=True):
+        assert rel_err(got, want) < 2e-3
+
+
+def test_attention_matches_float():
+    q, k, v = normal_array(2, 2, 12, 16), normal_array(2, 2, 12, 16), normal_array(2, 2, 12, 16)
+    mask = jnp.arange(12)[:, None] >= jnp.arange(12)[None, :]
+    assert rel_err(Exact.attention(q, k, v, mask), Native.attention(q, k, v, mask)) < 0.03
+    exact, native = grads(lambda *a: Exact.attention(*a, mask), q, k, v), grads(lambda *a: Native.attention(*a, mask), q, k, v)
+    for got, want in zip(exact, native, strict=True):
+        assert rel_err(got, want) < 0.05
+
+
+def test_cached_attention_is_the_same_integers_as_the_batched_one():
+    q, k, v = normal_array(2, 2, 12, 16), normal_array(2, 2, 12, 16), normal_array(2, 2, 12, 16)
+    batched = Exact.attention(q, k, v, jnp.arange(12)[:, None] >= jnp.arange(12)[None, :])
+    keys, values = Exact.cache_entry(k), Exact.cache_entry(v)
+    for i in range(12):
+        step = Exact.attention_cached(q[:, :, i : i + 1], keys, values, (jnp.arange(12) <= i)[None, :])
+        assert np.array_equal(np.asarray(step[:, :, 0]), np.asarray(batched[:, :, i]))
+
+
+def test_bits_and_weights_match_the_float_softmax():
+    rng = np.random.default_rng(5)
+    logits = jnp.asarray(rng.normal(size=(6, 20, 256)) * 2, jnp.float32)
+    p = np.asarray(jax.nn.softmax(logits), np.float64)
+    targets = jnp.asarray([[rng.choice(256, p=row / row.sum()) for row in rows] for rows in p], jnp.int32)  # mostly likely ones
+    bits, weights = Exact.bits_and_weights(logits, targets)
+    want_bits, want_p = Native.bits_and_weights(logits, targets)
+    # The same where the weight is not too small to be rounded to an integer (22 bits for the top one).
+    likely = np.asarray(want_bits) < 10
+    assert likely.sum() > 60 and np.abs(np.asarray(bits) - np.asarray(want_bits))[likely].max() < 1e-3
+    p = np.asarray(weights, np.float64) / np.asarray(weights, np.float64).sum(-1, keepdims=True)
+    assert np.abs(p - np.asarray(want_p)).max() < 1e-4
+    assert np.asarray(weights).min() >= 1  # every byte stays codable
+    got = grads(lambda z: Exact.bits_and_weights(z, targets)[0], logits)[0]
+    assert rel_err(got, grads(lambda z: Native.bits_and_weights(z, targets)[0], logits)[0]) < 1e-3
+
+
+def test_mix_and_log_counts_match_float():
+    counts = jnp.asarray(RNG.integers(0, 200, (3, 4, 5, 256)), jnp.int32)
+    got, want = Exact.count_log(counts, 0.025, 260), Native.count_log(counts, 0.025, 260)
+    assert np.abs(np.asarray(got) - np.asarray(want)).max() <= 2**-11
+    w = normal_array(3, 4, 5)
+    assert rel_err(Exact.mix(w, want), Native.mix(w, want)) < 3e-4
+    assert rel_err(grads(lambda a: Exact.mix(a, want), w)[0], grads(lambda a: Native.mix(a, want), w)[0]) < 3e-4
+    seen = jnp.asarray(RNG.integers(0, 60000, (3, 4, 5)), jnp.int32)
+    assert np.abs(np.asarray(Exact.log_count(seen)) - np.log1p(np.asarray(seen))).max() < 1e-3
+
+
+def test_exact_adam_follows_optax_adam():
+    config = TINY.replace(learning_rate=1e-3, warmup_segments=3, lr_decay_tokens=100)
+    params = {"w": normal_array(200), "b": normal_array(3, 7)}
+    ours = exact_adam(config)
+    adam = optax.scale_by_adam(b1=0.0, b2=config.adam_b2, eps=config.adam_eps)
+    theirs = optax.chain(adam, optax.scale_by_learning_rate(learning_rate(config)))
+    s1, s2 = ours.init(params), theirs.init(params)
+    for step in range(6):
+        g = {"w": normal_array(200, scale=10.0**-step), "b": normal_array(3, 7, scale=0.1)}
+        u1, s1 = ours.update(g, s1)
+        u2, s2 = theirs.update(g, s2)
+        for name in params:
+            assert rel_err(u1[name], u2[name]) < 2e-3, (step, name)
+
+
+def test_initial_values_have_the_asked_spread_and_no_float_randomness():
+    values = np.asarray(normal(0.02)(jax.random.PRNGKey(3), (200, 100)))
+    assert abs(values.std() - 0.02) < 0.001 and abs(values.mean()) < 0.001
+    assert np.array_equal(values, np.asarray(normal(0.02)(jax.random.PRNGKey(3), (200, 100))))
+
+
+# --- the learner: one set of integers, whichever way it is computed ------------------------------
+
+
+@pytest.mark.parametrize("count_states", [0, 1, 2])
+def test_teacher_forced_weights_are_the_decoders_step_wise_weights(count_states):
+    config = TINY.replace(count_states=count_states)
+    learner = Learner.create(config)
+    state = learner.init()
+    rng = np.random.default_rng(count_states)
+    window = rng.integers(0, 257, (config.streams, config.window), dtype=np.int32)
+    targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
+    counts = rng.integers(0, 30, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16)
+    params = state.params
+    cache = learner.prefill(params, window[:, : config.memory])
+    stepped = []
+    for i in range(config.segment):
+        weights, cache = learner.step(params, cache, window[:, config.memory + i], config.memory + i, counts[:, i])
+        stepped.append(np.asarray(weights))
+    _, _, forced = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
+    assert np.array_equal(np.stack(stepped, 1), np.asarray(forced))
+
+
+def test_measure_equals_compress_bit_for_bit():
+    data = SAMPLE[:5000]
+    measured = prequential.measure(data, TINY, baselines=False)
+    report = api.encode(data, io.BytesIO(), TINY)
+    assert measured.data_bits == report.ideal_bits
+    assert 0 <= report.overhead_bits <= 64  # the range coder's output is that sum, plus its flush (one block)
+
+
+def test_a_decoder_that_scores_other_weights_is_stopped_at_once(monkeypatch):
+    data = b"abcabcabd " * 200
+    blob = prequential.compress(data, TINY)
+    learner = learner_for(TINY)
+    step = learner.step
+
+    def skewed(params, cache, tokens, pos, counts):  # off at one position only (not the fingerprint's)
+        weights, cache = step(params, cache, tokens, pos, counts)
+        return (weights.at[:, 0].add(1.0) if pos == TINY.memory + 3 else weights), cache
+
+    monkeypatch.setitem(learner.__dict__, "step", skewed)  # the compiled step is a cached property
+    with pytest.raises(DesyncError, match="step-wise and teacher-forced"):
+        prequential.decompress(blob)
