@@ -29,7 +29,7 @@ from prequential.coder import Decoder, Encoder
 from prequential.config import Config, resolve
 from prequential.errors import ConfigError, FormatError, NumericsError, PrequentialError, VersionError
 from prequential.learner import Learner, fingerprint, learner_for
-from prequential.replay import Carry, Layout, Progress, Snapshot, replay, train_pass
+from prequential.replay import BlockEnd, Carry, Layout, Progress, replay, train_pass
 from prequential.store import ArrayStore, FileStore, TokenStore, as_tokens
 
 # A header declaring more output is refused before any work. Memory does not grow with the output
@@ -51,7 +51,7 @@ def layout_devices(config: Config, here: numerics.Numerics, devices: int | None)
 
 
 @dataclasses.dataclass(frozen=True)
-class Model:
+class LearnerSpec:
     """Which learner runs: our model for a config, or a user's Flax module and optax optimizer."""
 
     config: Config
@@ -68,13 +68,13 @@ class Model:
         return accounting.module_source(self.module)
 
 
-def _prime(model: Model, given: bytes | None) -> Carry | None:
+def _prime(spec: LearnerSpec, given: bytes | None) -> Carry | None:
     """Train on the given data first, teacher-forced (no coding): both sides do the same."""
     if given is None:
         return None
-    tokens = as_tokens(given, model.config.vocab_size)
-    layout = Layout(len(tokens), model.config.streams, model.config.segment)
-    return train_pass(model.learner, layout, ArrayStore(tokens))[1]
+    tokens = as_tokens(given, spec.config.vocab_size)
+    layout = Layout(len(tokens), spec.config.streams, spec.config.segment)
+    return train_pass(spec.learner, layout, ArrayStore(tokens))[1]
 
 
 Input = bytes | BinaryIO
@@ -149,37 +149,37 @@ def encode(
             f"{here.processes} processes split the streams over all their {here.devices} devices: "
             f"choose a number of streams that {here.devices} divides (the config has {config.streams})"
         )
-    model = Model(config, module, optimizer, used)
+    spec = LearnerSpec(config, module, optimizer, used)
     here = dataclasses.replace(here, devices=used)
     tokens, n_bytes, sha256 = _open_input(data)
-    layout = Layout(n_bytes, model.config.streams, model.config.segment)
+    layout = Layout(n_bytes, spec.config.streams, spec.config.segment)
     given_sha256 = hashlib.sha256(given).digest() if given is not None else None
     saver = None
     if checkpoint is not None:
         given_hex = given_sha256.hex() if given_sha256 is not None else None
-        identity = checkpoints.identity(model.config, model.source, sha256.hex(), given_hex, here)
+        identity = checkpoints.identity(spec.config, spec.source, sha256.hex(), given_hex, here)
         saver = checkpoints.Checkpointer(checkpoint, identity, checkpoint_interval)
     with _payload_file(saver) as payload:
         coder = Encoder(payload)
         resume = None
         if saver is not None and saver.path.exists():
-            done, resume = checkpoints.load(saver.path, saver.identity, model.learner)
+            done, resume = checkpoints.load(saver.path, saver.identity, spec.learner)
             if os.fstat(payload.fileno()).st_size < done["payload_bytes"]:
                 raise PrequentialError(f"the output saved beside checkpoint {checkpoint!r} is missing or short; remove the checkpoint")
             payload.truncate(done["payload_bytes"])
             payload.seek(done["payload_bytes"])
             coder.bytes_written, coder.word_bytes = done["payload_bytes"], done["word_bytes"]
 
-        def on_block(snapshot: Snapshot) -> None:
+        def on_block(block_end: BlockEnd) -> None:
             payload.flush()
             os.fsync(payload.fileno())
-            saver.maybe_save(snapshot, {"payload_bytes": coder.bytes_written, "word_bytes": coder.word_bytes})
+            saver.maybe_save(block_end, {"payload_bytes": coder.bytes_written, "word_bytes": coder.word_bytes})
 
-        carry = _prime(model, given) if resume is None else None
+        carry = _prime(spec, given) if resume is None else None
         hook = on_block if saver is not None else None
         ideal_bits = 0.0
         if n_bytes:
-            ideal_bits = replay(model.learner, layout, tokens, coder, progress, carry, on_block=hook, resume=resume).ideal_bits
+            ideal_bits = replay(spec.learner, layout, tokens, coder, progress, carry, on_block=hook, resume=resume).ideal_bits
         stored = coder.bytes_written >= n_bytes > 0
         if stored:
             crc = _copy(_rewound(data, tokens), None, n_bytes)
@@ -192,10 +192,10 @@ def encode(
                     sha256=sha256,
                     package_version=accounting.package_version(),
                     library_digest=accounting.library_digest(),
-                    code_digest=accounting.code_digest(model.source),
+                    code_digest=accounting.code_digest(spec.source),
                     numerics=here,
-                    fingerprint=fingerprint(model.learner) if n_bytes else bytes(8),
-                    config=model.config,
+                    fingerprint=fingerprint(spec.learner) if n_bytes else bytes(8),
+                    config=spec.config,
                     given_sha256=given_sha256,
                 )
             )
@@ -214,10 +214,10 @@ def encode(
         payload_bytes=payload_bytes,
         coded_bytes=coder.word_bytes,
         ideal_bits=ideal_bits,
-        model_code_bytes=accounting.model_code_bytes(model.source),
+        model_code_bytes=accounting.model_code_bytes(spec.source),
         stored=stored,
         seconds=time.perf_counter() - started,
-        config=model.config.to_dict(),
+        config=spec.config.to_dict(),
         checkpoint_seconds=saver.seconds_spent if saver is not None else 0.0,
     )
 
@@ -239,7 +239,7 @@ def _payload_file(saver: checkpoints.Checkpointer | None) -> Iterator[BinaryIO]:
             path.unlink(missing_ok=True)
 
 
-def check_versions(header: container.Header, model: Model, given: bytes | None) -> None:
+def check_versions(header: container.Header, spec: LearnerSpec, given: bytes | None) -> None:
     """Refuse, saying what to install or pass, a file this installation cannot replay."""
     ours = accounting.package_version()
     if header.package_version != ours:
@@ -251,10 +251,10 @@ def check_versions(header: container.Header, model: Model, given: bytes | None) 
         installed = ", ".join(f"{k} {v}" for k, v in accounting.library_versions().items())
         pins = " ".join(accounting.pinned_versions()) or f"the versions pinned by prequential {ours}"
         raise VersionError(f"file made with other numeric libraries than the installed ones ({installed}); install {pins}")
-    if header.user_model and model.module is None:
+    if header.user_model and spec.module is None:
         raise VersionError("file made with a user's model: decode it with the same module and optimizer (module=, optimizer=)")
-    if header.code_digest != accounting.code_digest(model.source):
-        if model.module is not None:
+    if header.code_digest != accounting.code_digest(spec.source):
+        if spec.module is not None:
             raise VersionError("the module's source differs from the one the file was made with")
         raise VersionError(f"the replay code differs from the encoder's although both say prequential {ours}; reinstall it")
     if header.given_sha256 is not None:
@@ -329,13 +329,13 @@ def decode(
             if _copy(source, decoded, header.n_bytes) != header.data_crc32:
                 raise FormatError("stored data fails its CRC-32 check: the file is corrupt")
         else:
-            check_versions(header, Model(header.config, module, optimizer), given)
+            check_versions(header, LearnerSpec(header.config, module, optimizer), given)
             if header.n_bytes:
                 here = decoding_numerics(header, devices)
-                model = Model(header.config, module, optimizer, here.devices)
-                _check_fingerprint(header, here, model.learner)
+                spec = LearnerSpec(header.config, module, optimizer, here.devices)
+                _check_fingerprint(header, here, spec.learner)
                 layout = Layout(header.n_bytes, header.config.streams, header.config.segment)
-                replay(model.learner, layout, FileStore(decoded.fileno()), Decoder(source), progress, _prime(model, given))
+                replay(spec.learner, layout, FileStore(decoded.fileno()), Decoder(source), progress, _prime(spec, given))
             decoded.seek(0)
             if hashlib.file_digest(decoded, "sha256").digest() != header.sha256:
                 raise FormatError("decoded data fails its SHA-256 check: the file is corrupt")
@@ -360,7 +360,7 @@ def decompress(blob: bytes, **options) -> bytes:
     return out.getvalue()
 
 
-def inspect(source: BinaryIO) -> tuple[container.Header, accounting.Report]:
+def read_info(source: BinaryIO) -> tuple[container.Header, accounting.Report]:
     """Read a file's header and walk its blocks (without decoding) to itemize its size."""
     start = source.tell()
     header = container.read_header(source)

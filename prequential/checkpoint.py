@@ -1,8 +1,11 @@
 """Checkpoints of a long pass, taken at the end of coder blocks, so an interrupted run resumes.
 
 A checkpoint is a NumPy .npz archive of plain arrays (read back with allow_pickle=False): the
-learner's state leaves, the count tables, the bits so far (per segment for a measurement), and a JSON description of the run
-(the identity a resume must match, and where the output stood). It is written to a temporary
+learner's state leaves (keyed by their paths in the state's tree), the count tables, the bits so
+far (per segment for a measurement), and a JSON description of the run (the identity a resume
+must match, and where the output stood). Not orbax: it would bring tensorstore and asynchronous
+writers for what is one archive of a few arrays, and we read files we did not write ourselves
+only through a format that cannot execute anything. It is written to a temporary
 file, fsynced, and renamed over the previous one, so a stop during a write leaves the previous
 checkpoint usable. At a block end the range coder has just been flushed, so no coder state is
 needed: the compressed output up to there is in a payload file beside the checkpoint.
@@ -26,7 +29,7 @@ from prequential.counts import ContextCounts
 from prequential.errors import PrequentialError
 from prequential.learner import Learner
 from prequential.numerics import Numerics
-from prequential.replay import Carry, Snapshot, new_counts
+from prequential.replay import BlockEnd, Carry, new_counts
 
 # The count table itself is saved as its used rows only (see _used_rows); these are saved whole.
 _COUNT_ARRAYS = ("checks", "context", "word", "previous_words", "recent", "match_table", "match_at", "match_run")
@@ -54,17 +57,16 @@ def identity(config: Config, source: bytes, sha256: str, given_sha256: str | Non
     return out
 
 
-def save(path: str | Path, identity: dict[str, Any], progress: dict[str, Any], snapshot: Snapshot) -> None:
+def save(path: str | Path, identity: dict[str, Any], progress: dict[str, Any], block_end: BlockEnd) -> None:
     arrays: dict[str, np.ndarray] = {
         "run": np.frombuffer(json.dumps({"identity": identity, "progress": progress}).encode(), np.uint8),
-        "next_segment": np.array(snapshot.next_segment),
-        "ideal_bits": np.array(snapshot.ideal_bits, np.float64),
+        "next_segment": np.array(block_end.next_segment),
+        "ideal_bits": np.array(block_end.ideal_bits, np.float64),
     }
-    if snapshot.segment_bits is not None:
-        arrays["segment_bits"] = snapshot.segment_bits
-    for i, leaf in enumerate(jax.tree_util.tree_leaves(snapshot.carry.state)):
-        arrays[f"state{i}"] = np.asarray(leaf)
-    counts = snapshot.carry.counts
+    if block_end.segment_bits is not None:
+        arrays["segment_bits"] = block_end.segment_bits
+    arrays |= {_state_key(path): np.asarray(leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(block_end.carry.state)[0]}
+    counts = block_end.carry.counts
     if counts is not None:
         arrays |= {f"counts.{name}": getattr(counts, name) for name in _COUNT_ARRAYS}
         rows = _used_rows(counts)
@@ -77,16 +79,16 @@ def save(path: str | Path, identity: dict[str, Any], progress: dict[str, Any], s
     os.replace(tmp, path)
 
 
-def load(path: str | Path, identity: dict[str, Any], learner: Learner) -> tuple[dict[str, Any], Snapshot]:
-    """The progress record and snapshot of a checkpoint; refuses one made for another run."""
+def load(path: str | Path, identity: dict[str, Any], learner: Learner) -> tuple[dict[str, Any], BlockEnd]:
+    """The progress record and the state of a checkpoint; refuses one made for another run."""
     try:
         with np.load(path, allow_pickle=False) as z:
             run = json.loads(z["run"].tobytes())
             if run["identity"] != identity:
                 differ = sorted(k for k in identity if run["identity"].get(k) != identity[k])
                 raise PrequentialError(f"checkpoint {str(path)!r} is for another run ({', '.join(differ)} differ); remove it to start over")
-            treedef = jax.tree_util.tree_structure(learner.init())
-            state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(z[f"state{i}"]) for i in range(treedef.num_leaves)])
+            paths, treedef = jax.tree_util.tree_flatten_with_path(learner.state_shape())
+            state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(z[_state_key(path)]) for path, _ in paths])
             counts = new_counts(learner.config, learner.config.streams)
             if counts is not None:
                 for name in _COUNT_ARRAYS:
@@ -94,10 +96,16 @@ def load(path: str | Path, identity: dict[str, Any], learner: Learner) -> tuple[
                 counts.counts[z["counts.rows"]] = z["counts.counts"]
                 counts.time = int(z["counts.time"])
             segment_bits = z["segment_bits"].copy() if "segment_bits" in z else None
-            snapshot = Snapshot(int(z["next_segment"]), Carry(state, counts), float(z["ideal_bits"]), segment_bits)
+            block_end = BlockEnd(int(z["next_segment"]), Carry(state, counts), float(z["ideal_bits"]), segment_bits)
     except (OSError, KeyError, ValueError, IndexError) as err:
         raise PrequentialError(f"checkpoint {str(path)!r} is unreadable ({err}); remove it to start over") from None
-    return run["progress"], snapshot
+    return run["progress"], block_end
+
+
+def _state_key(path: tuple) -> str:
+    """An archive key for a state leaf, from its path in the state's tree: "state.params...",
+    "state.opt_state.nu" (names, not positions, so that a checkpoint says what it holds)."""
+    return "state" + jax.tree_util.keystr(path)
 
 
 def _used_rows(counts: ContextCounts) -> np.ndarray:
@@ -107,22 +115,20 @@ def _used_rows(counts: ContextCounts) -> np.ndarray:
 
 
 class Checkpointer:
-    """Saves a snapshot at a block end when `interval` seconds have passed since the last save."""
+    """Saves the state at a block end when `interval` seconds have passed since the last save."""
 
     def __init__(self, path: str | Path, identity: dict[str, Any], interval: float) -> None:
         self.path, self.identity, self.interval = Path(path), identity, interval
         self.last = time.monotonic()
         self.seconds_spent = 0.0
-        self.saves = 0
 
-    def maybe_save(self, snapshot: Snapshot, progress: dict[str, Any]) -> None:
+    def maybe_save(self, block_end: BlockEnd, progress: dict[str, Any]) -> None:
         if time.monotonic() - self.last < self.interval:
             return
         started = time.monotonic()
-        save(self.path, self.identity, progress, snapshot)
+        save(self.path, self.identity, progress, block_end)
         self.last = time.monotonic()
         self.seconds_spent += self.last - started
-        self.saves += 1
 
     def remove(self) -> None:
         for path in (self.path, Path(f"{self.path}.tmp")):

@@ -385,7 +385,7 @@ def _decode_to(
     args: argparse.Namespace, out: BinaryIO, max_output: int = api.DEFAULT_MAX_OUTPUT, scratch: str | None = None, follows: bool = False
 ) -> None:
     with _input_file(args.file) as source:
-        header, _ = api.inspect(source)  # a corrupt file is refused before any model runs
+        header, _ = api.read_info(source)  # a corrupt file is refused before any model runs
         if not follows:
             _activate_for(header, args, None)
         source.seek(0)
@@ -448,7 +448,7 @@ def _verify(args: argparse.Namespace) -> None:
 
 def _info(args: argparse.Namespace) -> None:
     with _input_file(args.file) as source:
-        header, report = api.inspect(source)
+        header, report = api.read_info(source)
     if header.stored:
         print(f"{args.file}: {header.n_bytes:,} bytes stored as they are (coding did not make them smaller), crc32 {header.data_crc32:08x}")
         print(report.format())

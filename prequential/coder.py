@@ -90,14 +90,11 @@ class Decoder:
 
     def __init__(self, source: BinaryIO) -> None:
         self.source = source
-        self.ideal_bits: float | None = None
 
     def begin_block(self, n_sync: int, last: bool, max_words: int) -> None:
         block = container.read_block(self.source, n_sync, last, max_words)
         self._coder = _constriction()[0].stream.queue.RangeDecoder(block.words)
         self._digests = iter(block.digests)
-        if last:
-            self.ideal_bits = block.ideal_bits
 
     def code(self, probs: np.ndarray, known: np.ndarray) -> np.ndarray:
         return self._coder.decode(_constriction()[1], probs)

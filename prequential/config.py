@@ -46,9 +46,6 @@ class Config:
     streams: int = 8
     segment: int = 32
     memory: int = 32
-    # Devices the streams are split over (data parallel); 0: all local devices of the backend.
-    # The layout used is recorded in the header, and a decoder needs as many devices.
-    devices: int = 0
     # Optimizer: Adam with per-parameter clipping, a linear warm-up of the learning rate, and its
     # decay as 1 / sqrt(1 + tokens / lr_decay_tokens) over the tokens trained on.
     learning_rate: float = 3.5e-4
@@ -106,8 +103,6 @@ class Config:
             raise ConfigError(
                 "config fields 'count_orders', 'count_sparse', 'count_words', 'match_model' must be 0 when 'vocab_size' exceeds 256"
             )
-        if self.devices and self.streams % self.devices:
-            raise ConfigError(f"config field 'streams' ({self.streams}) must be a multiple of 'devices' ({self.devices})")
         if self.d_model % self.n_heads:
             raise ConfigError(f"config field 'd_model' ({self.d_model}) must be a multiple of 'n_heads' ({self.n_heads})")
         return self
@@ -125,7 +120,6 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "n_heads": (1, 256),
     "d_ff": (1, 65536),
     "streams": (1, 4096),
-    "devices": (0, 4096),
     "segment": (1, 4096),
     "memory": (1, 16384),
     "count_orders": (0, 7),
@@ -246,14 +240,10 @@ def load(path: str | Path, base: Config | None = None) -> Config:
 
 def to_compact(config: Config) -> tuple[str, str]:
     """(preset name, JSON of the fields that differ from it), choosing the preset with fewest diffs."""
-    best: tuple[str, dict[str, Any]] | None = None
-    for name, candidate in PRESETS.items():
-        diff = {k: v for k, v in config.to_dict().items() if getattr(candidate, k) != v}
-        if best is None or len(diff) < len(best[1]):
-            best = (name, diff)
-    assert best is not None
-    name, diff = best
-    return name, json.dumps(diff, separators=(",", ":"), sort_keys=True) if diff else ""
+    fields = config.to_dict()
+    diffs = {name: {k: v for k, v in fields.items() if getattr(candidate, k) != v} for name, candidate in PRESETS.items()}
+    name = min(diffs, key=lambda n: len(diffs[n]))  # the first of the closest presets
+    return name, json.dumps(diffs[name], separators=(",", ":"), sort_keys=True) if diffs[name] else ""
 
 
 def from_compact(name: str, overrides: str) -> Config:

@@ -204,6 +204,12 @@ def read_header(stream: BinaryIO) -> Header:
     return Header(flags, n_bytes, sha, package_version, library_digest, code_digest, numerics, fingerprint, config, given)
 
 
+def block_framing_bytes(n_words: int, n_sync: int, last: bool) -> int:
+    """The bytes a block adds to its range-coder words: the word count, the sync digests, the
+    ideal bits (last block only) and the CRC-32."""
+    return len(_Writer._varint_bytes(n_words)) + 4 * n_sync + (8 if last else 0) + 4
+
+
 def encode_block(words: np.ndarray, digests: list[bytes], ideal_bits: float | None) -> bytes:
     w = _Writer()
     w.varint(len(words))

@@ -23,6 +23,8 @@ context in text changes more than what follows a short one. All streams share th
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from prequential.config import Config
@@ -37,6 +39,15 @@ _POSITION_BITS = np.int64(40)  # a match pointer is stream << 40 | position
 def _is_word_byte(tokens: np.ndarray) -> np.ndarray:
     lower = tokens | 0x20
     return ((lower >= ord("a")) & (lower <= ord("z"))) | (tokens >= 128)
+
+
+class Found(NamedTuple):
+    """What a lookup found: the counts the model reads, and the rows (with their context checks)
+    that `update` then counts the coded tokens into."""
+
+    counts: np.ndarray  # (streams, channels, vocab)
+    rows: np.ndarray  # (streams, hashed channels) flat row indices
+    check: np.ndarray  # (streams, hashed channels) the contexts' 32-bit checks
 
 
 class ContextCounts:
@@ -104,20 +115,20 @@ class ContextCounts:
         found[streams, predicted[readable]] = 1 + self.match_run[readable]
         return found[:, None]
 
-    def lookup(self) -> np.ndarray:
-        """Counts (streams, channels, vocab) for every stream's contexts at the current position."""
+    def lookup(self) -> Found:
+        """The counts for every stream's contexts at the current position."""
         keys = self._keys()
-        self._rows = self._row_base + ((keys * _ROW_HASH) >> self.shifts).astype(np.int64)
-        self._check = ((keys * _CHECK_HASH) >> np.uint64(32)).astype(np.uint32)
-        found = self.counts[self._rows].astype(np.uint16, copy=False)  # the model takes uint16
-        found[self.checks[self._rows] != self._check] = 0
+        rows = self._row_base + ((keys * _ROW_HASH) >> self.shifts).astype(np.int64)
+        check = ((keys * _CHECK_HASH) >> np.uint64(32)).astype(np.uint32)
+        found = self.counts[rows].astype(np.uint16, copy=False)  # the model takes uint16
+        found[self.checks[rows] != check] = 0
         if self.config.match_model:
             found = np.concatenate([found, self._match_counts()], axis=1)
-        return found
+        return Found(found, rows, check)
 
-    def update(self, active: np.ndarray, tokens: np.ndarray) -> None:
-        """Count `tokens` (one per active stream) in the contexts of the last lookup."""
-        self._count(self._rows[active], self._check[active], tokens)
+    def update(self, found: Found, active: np.ndarray, tokens: np.ndarray) -> None:
+        """Count `tokens` (one per active stream) in the contexts `found` at this position, and move on."""
+        self._count(found.rows[active], found.check[active], tokens)
         symbols = tokens.astype(np.uint64)
         if self.config.count_words:
             in_word = _is_word_byte(tokens)

@@ -113,6 +113,10 @@ class Learner:
         """The parameters as the module's pytree (exact numerics keep them flat in the state)."""
         return self._unravel(params) if self.config.numerics == "exact" else params
 
+    def state_shape(self) -> TrainState:
+        """The state's tree of shapes and dtypes, without computing it."""
+        return jax.eval_shape(self._init)
+
     def _init(self) -> TrainState:
         params = self._module_params()
         if self.config.numerics == "exact":
@@ -200,8 +204,10 @@ def params_digest(params: Any) -> bytes:
 
 
 def fingerprint(learner: Learner) -> bytes:
-    """8-byte hash of what the compiled functions compute on a fixed probe: init, step, train,
-    step again. A decoder whose hash differs would decode garbage, so it refuses up front."""
+    """8-byte hash of what the learner computes on a fixed probe: init, then twice prefill, a
+    step and a training step (its bits, coder weights and new parameters). The header holds the
+    encoder's; a decoder that computes another refuses before decoding. With exact numerics that
+    can only be a bug or an altered header; with native ones, a machine with other floats."""
     c = learner.config
     rng = np.random.default_rng(0x5EED)
     window = rng.integers(0, c.vocab_size + 1, (c.streams, c.window), dtype=np.int32)

@@ -12,11 +12,8 @@ positions hidden, and pays the full price.
 
 from __future__ import annotations
 
-import bz2
 import dataclasses
-import gzip
 import hashlib
-import lzma
 import math
 import time
 from typing import Any
@@ -92,24 +89,24 @@ class MeasureResult:
     def format(self) -> str:
         n = max(self.n_tokens, 1)
         unit = "byte" if self.vocab_size == 256 else "token"
-        lines = [
-            f"tokens              {self.n_tokens:>14,}  (vocabulary {self.vocab_size}, {self.scoring} scoring)",
-            f"model code          {8 * self.code_bytes:>14,} bits  (LZMA of the replay code and model)",
-            f"container           {8 * self.container_bytes:>14,} bits  (header and framing of a compressed file)",
-            f"sum of losses       {self.data_bits:>14,.1f} bits  ({self.data_bits / n:.4f} bits/{unit})",
-            f"total               {self.total_bits:>14,.1f} bits  ({self.total_bits / n:.4f} bits/{unit})",
+        rows = [
+            ("tokens", f"{self.n_tokens:,}", "", f"vocabulary {self.vocab_size}, {self.scoring} scoring"),
+            ("model code", f"{8 * self.code_bytes:,}", "bits", "LZMA of the replay code and model"),
+            ("container", f"{8 * self.container_bytes:,}", "bits", "header and framing of a compressed file"),
+            ("sum of losses", f"{self.data_bits:,.1f}", "bits", f"{self.data_bits / n:.4f} bits/{unit}"),
+            ("total", f"{self.total_bits:,.1f}", "bits", f"{self.total_bits / n:.4f} bits/{unit}"),
         ]
-        lines += [f"{name:<20}{bits:>14,.1f} bits  ({bits / n:.4f} bits/{unit})" for name, bits in self.baselines.items()]
+        rows += [(name, f"{bits:,.1f}", "bits", f"{bits / n:.4f} bits/{unit}") for name, bits in self.baselines.items()]
         if self.given:
             g = self.given
-            lines += [
-                f"L(Y|X)              {g['conditional_bits']:>14,.1f} bits  (after training on X: {g['given_tokens']:,} tokens)",
-                f"L(Y)                {g['alone_bits']:>14,.1f} bits  (from scratch)",
-                f"saving              {g['saving_bits']:>14,.1f} bits  ({g['saving_percent']:.2f} %)",
+            rows += [
+                ("L(Y|X)", f"{g['conditional_bits']:,.1f}", "bits", f"after training on X: {g['given_tokens']:,} tokens"),
+                ("L(Y)", f"{g['alone_bits']:,.1f}", "bits", "from scratch"),
+                ("saving", f"{g['saving_bits']:,.1f}", "bits", f"{g['saving_percent']:.2f} %"),
             ]
         if self.seconds:
-            lines.append(f"time                {self.seconds:>14.2f} s     ({self.n_tokens / self.seconds / 1000:.2f} K tokens/s)")
-        return "\n".join(lines)
+            rows.append(("time", f"{self.seconds:.2f}", "s", f"{self.n_tokens / self.seconds / 1000:.2f} K tokens/s"))
+        return accounting.itemized(rows)
 
 
 def check_module(learner: Learner) -> bool:
@@ -138,7 +135,7 @@ def container_bytes(config: Config, n_tokens: int) -> int:
     framing = 0
     for plan in Layout(n_tokens, config.streams, config.segment).blocks(config):
         # The word count's varint is sized for the most words a block can hold: an upper bound.
-        framing += len(container._Writer._varint_bytes(plan.max_words)) + 4 * plan.n_sync + 4 + (8 if plan.last else 0)
+        framing += container.block_framing_bytes(plan.max_words, plan.n_sync, plan.last)
     return len(container.encode_header(dummy)) + framing
 
 
@@ -153,7 +150,7 @@ def _score(
     layout = Layout(len(tokens), learner.config.streams, learner.config.segment)
     store = ArrayStore(tokens)
     resume = checkpoints.load(saver.path, saver.identity, learner)[1] if saver and saver.path.exists() else None
-    hook = (lambda snapshot: saver.maybe_save(snapshot, {})) if saver else None
+    hook = (lambda block_end: saver.maybe_save(block_end, {})) if saver else None
     if causal:
         bits, carry = train_pass(learner, layout, store, progress, carry, on_block=hook, resume=resume)
     else:
@@ -244,22 +241,15 @@ def _seen_before(keys: np.ndarray) -> np.ndarray:
 
 
 def baseline_bits(tokens: np.ndarray, vocab_size: int) -> dict[str, float]:
-    """Reference code lengths of the same data: uniform, adaptive counts, and (bytes) compressors."""
+    """Reference code lengths of the same data: uniform, adaptive counts, and (bytes) the
+    classical compressors of accounting.baselines."""
     out = {
         "uniform": len(tokens) * math.log2(vocab_size),
         "adaptive order-0": _adaptive_bits(tokens, vocab_size, 0),
         "adaptive order-2": _adaptive_bits(tokens, vocab_size, 2),
     }
     if vocab_size == 256:
-        import zstandard
-
-        data = tokens.astype(np.uint8).tobytes()
-        out |= {
-            "gzip -9": 8.0 * len(gzip.compress(data, 9, mtime=0)),
-            "bzip2 -9": 8.0 * len(bz2.compress(data, 9)),
-            "xz -9e": 8.0 * len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)),
-            "zstd -19": 8.0 * len(zstandard.ZstdCompressor(level=19).compress(data)),
-        }
+        out |= {name: 8.0 * size for name, size in accounting.baselines(tokens.astype(np.uint8).tobytes()).items()}
     return out
 
 

@@ -118,8 +118,10 @@ class Carry:
 
 
 @dataclasses.dataclass
-class Snapshot:
-    """Where a pass stands at the end of a coder block: enough to go on from there."""
+class BlockEnd:
+    """Where a pass stands at the end of a coder block: enough to go on from there. It holds the
+    live state, not a copy (the count tables are large): the pass goes on updating it, so a
+    checkpoint saves it before the pass continues."""
 
     next_segment: int
     carry: Carry
@@ -128,7 +130,7 @@ class Snapshot:
 
 
 # Called at the end of every coder block (a checkpoint may be written there).
-OnBlock = Callable[[Snapshot], None]
+OnBlock = Callable[[BlockEnd], None]
 
 
 @dataclasses.dataclass
@@ -172,15 +174,15 @@ def new_counts(config: Config, streams: int) -> ContextCounts | None:
     return ContextCounts(config, streams) if config.count_channels else None
 
 
-def _begin(learner: Learner, layout: Layout, carry: Carry | None, resume: Snapshot | None, record: bool) -> Snapshot:
+def _begin(learner: Learner, layout: Layout, carry: Carry | None, resume: BlockEnd | None, record: bool) -> BlockEnd:
     """Where a pass starts: from the seed, from the state and counts a pass over other data left
-    (`carry`), or from a snapshot of this pass (`resume`)."""
+    (`carry`), or from a block_end of this pass (`resume`)."""
     if resume is not None:
         bits = None if resume.segment_bits is None else resume.segment_bits.copy()
-        return Snapshot(resume.next_segment, resume.carry, resume.ideal_bits, bits)
+        return BlockEnd(resume.next_segment, resume.carry, resume.ideal_bits, bits)
     if carry is None:
         carry = Carry(learner.init(), new_counts(learner.config, layout.streams))
-    return Snapshot(0, carry, 0.0, np.zeros(layout.segments) if record else None)
+    return BlockEnd(0, carry, 0.0, np.zeros(layout.segments) if record else None)
 
 
 def _segment_counts(config: Config, streams: int) -> np.ndarray:
@@ -197,7 +199,7 @@ def replay(
     carry: Carry | None = None,
     *,
     on_block: OnBlock | None = None,
-    resume: Snapshot | None = None,
+    resume: BlockEnd | None = None,
     record_segments: bool = False,
 ) -> ReplayResult:
     """Run the seeded online training over the stream: score each segment, code it, train on it.
@@ -209,7 +211,7 @@ def replay(
     numerics the two give the same integers, so only the decoder steps, and it checks that its
     weights are the ones `train` then computes. With native numerics an encoder steps too, so
     that both sides run the same compiled functions in the same order.
-    `carry` continues from a pass over other data; `on_block` sees a snapshot after every
+    `carry` continues from a pass over other data; `on_block` sees a block_end after every
     block; `resume` goes on from one; `record_segments` keeps the bits per segment.
     """
     config = learner.config
@@ -223,7 +225,7 @@ def replay(
     segment_counts = None
     for block in layout.blocks(config):
         if block.segments.stop <= begin.next_segment:
-            continue  # done before the snapshot we resume from
+            continue  # done before the block_end we resume from
         if coder is not None:
             coder.begin_block(block.n_sync, block.last, block.max_words)
         for s in block.segments:
@@ -234,18 +236,20 @@ def replay(
             if counts is not None:
                 segment_counts = _segment_counts(config, layout.streams)
             if step_wise:
-                used, bits = _step_through(learner, state.params, window, counts, segment_counts, coder, segment, valid, steps)
+                used = _step_through(learner, state.params, window, counts, segment_counts, coder, segment, valid, steps)
                 if decodes:
                     layout.write(tokens, first, segment)
             else:
                 for i in range(steps):  # the same lookups and updates, in the same order, as _step_through
                     if counts is not None:
-                        segment_counts[:, i] = counts.lookup()
-                        counts.update(valid[:, i], segment[valid[:, i], i])
+                        found = counts.lookup()
+                        segment_counts[:, i] = found.counts
+                        counts.update(found, valid[:, i], segment[valid[:, i], i])
                     window.put(valid[:, i], i, segment[valid[:, i], i])
             state, train_bits, weights = learner.train(state, window.model_inputs(), segment, valid, segment_counts)
-            if exact or not step_wise:
-                bits = float(np.asarray(train_bits, np.float64)[valid].sum())  # exact: multiples of 2**-16
+            # The bits of the weights coded: exact, the training step's (multiples of 2**-16, so
+            # their float64 sum is exact); native step-wise, those of the step's float weights.
+            bits = _coded_bits(used, segment, valid) if step_wise and not exact else float(np.asarray(train_bits, np.float64)[valid].sum())
             if exact and step_wise:
                 _check_agreement(used, np.asarray(weights), valid, s)
             elif coder is not None and not step_wise:
@@ -262,22 +266,23 @@ def replay(
         if coder is not None:
             coder.end_block(ideal_bits)
         if on_block:
-            on_block(Snapshot(block.segments.stop, Carry(state, counts), ideal_bits, segment_bits))
+            on_block(BlockEnd(block.segments.stop, Carry(state, counts), ideal_bits, segment_bits))
     return ReplayResult(ideal_bits, segment_bits, Carry(state, counts))
 
 
 def _step_through(learner: Learner, params, window: _Window, counts, segment_counts, coder: Coder, segment, valid, steps: int):
-    """Score one segment a position at a time and code each position: (the weights the coder
-    was given (B, T, V), their bits). Decoded tokens are written into `segment`."""
+    """Score one segment a position at a time and code each position: the weights the coder
+    was given (B, T, V). Decoded tokens are written into `segment`."""
     config = learner.config
     M = config.memory
     cache = learner.prefill(params, window.model_inputs()[:, :M])
     used = np.zeros((segment.shape[0], config.segment, config.vocab_size), np.float32)
-    step_counts, bits = None, 0.0
+    found = None
     for i in range(steps):
         if counts is not None:
-            segment_counts[:, i] = step_counts = counts.lookup()
-        weights, cache = learner.step(params, cache, window.input_at(i), M + i, step_counts)
+            found = counts.lookup()
+            segment_counts[:, i] = found.counts
+        weights, cache = learner.step(params, cache, window.input_at(i), M + i, None if found is None else found.counts)
         used[:, i] = weights = np.asarray(weights)
         active = valid[:, i]
         if not active.all():
@@ -286,10 +291,15 @@ def _step_through(learner: Learner, params, window: _Window, counts, segment_cou
         segment[active, i] = coded
         window.put(active, i, coded)
         if counts is not None:
-            counts.update(active, coded)
-        chosen = weights[np.arange(len(coded)), coded].astype(np.float64)
-        bits -= np.log2(np.maximum(chosen, np.finfo(np.float32).tiny) / weights.sum(-1, dtype=np.float64)).sum()
-    return used, float(bits)
+            counts.update(found, active, coded)
+    return used
+
+
+def _coded_bits(weights: np.ndarray, tokens: np.ndarray, valid: np.ndarray) -> float:
+    """The sum of -log2 p over the coded positions, p the coder weights normalized (float64)."""
+    weights = weights[valid].astype(np.float64)
+    chosen = np.maximum(weights[np.arange(len(weights)), tokens[valid]], np.finfo(np.float32).tiny)
+    return float(-np.log2(chosen / weights.sum(-1)).sum())
 
 
 def _check_agreement(used: np.ndarray, weights: np.ndarray, valid: np.ndarray, segment: int) -> None:

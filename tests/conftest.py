@@ -1,5 +1,5 @@
-"""Shared fixtures. In-process tests run JAX pinned to one core, like the command's default;
-tests that start the command give the child process back every core the session had."""
+"""Shared helpers. In-process tests use the test process as it is (the library never pins it);
+tests that start the command give the child process every core the session has."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from prequential.config import preset
 
 ALL_CORES = sorted(os.sched_getaffinity(0))  # captured before any test pins this process
 # One persistent compilation cache for this process and every command it starts: the same
@@ -18,6 +18,7 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).parents[1]
 if shutil.which("taskset") is None:  # util-linux; every Debian-like machine has it
     raise RuntimeError("the tests need taskset (package util-linux) to set the CPU affinity of the processes they start")
 SAMPLE = (Path(__file__).parents[1] / "prequential" / "data" / "sample.txt").read_bytes()
+TINY = preset("tiny")  # the preset of the tests: compiles fastest
 
 
 def run_cli(
@@ -44,10 +45,3 @@ def one_line_error(done: subprocess.CompletedProcess) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("prequential: "), err
     return lines[0]
-
-
-@pytest.fixture(scope="session")
-def tiny():
-    from prequential.config import preset
-
-    return preset("tiny")

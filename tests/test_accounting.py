@@ -26,8 +26,8 @@ def test_coded_bits_equal_reported_losses():
     # The framing is one block: word count (varint), a 4-byte digest per sync point, ideal bits, CRC.
     layout = Layout(len(SAMPLE), ONE_BLOCK.streams, ONE_BLOCK.segment)
     n_sync = -(-layout.segments // ONE_BLOCK.sync_segments)
-    varint = len(container._Writer._varint_bytes(report.coded_bytes // 4))
-    assert report.payload_bytes - report.coded_bytes == varint + 4 * n_sync + 8 + 4
+    assert report.payload_bytes - report.coded_bytes == container.block_framing_bytes(report.coded_bytes // 4, n_sync, last=True)
+    assert container.block_framing_bytes(1000, 2, last=False) == 2 + 8 + 4  # varint, two digests, CRC-32
 
 
 class RecordingEncoder(Encoder):
@@ -89,3 +89,22 @@ def test_report_fields_add_up():
 def test_model_code_length_counts_the_replay_sources():
     n = accounting.model_code_bytes()
     assert 1000 < n < len(accounting.replay_source())
+
+
+def test_the_replayed_code_covers_every_module_the_learner_runs():
+    """L(code) and the code digest must cover whatever decides the probabilities: every module
+    the replay engine imports, except the ones that only frame, name errors or pin processes."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(accounting.__file__).parent
+    seen, todo = set(), ["replay"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("prequential"):
+                todo += [node.module.split(".")[1]] if node.module != "prequential" else [a.name for a in node.names]
+    assert seen - {"errors", "container", "numerics"} == set(accounting.REPLAY_MODULES)

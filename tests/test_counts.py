@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import TINY
 
 import prequential
-from prequential.config import preset
 from prequential.counts import ContextCounts
-
-TINY = preset("tiny")
 
 
 def feed(counts: ContextCounts, text: bytes, streams: int = 1) -> np.ndarray:
     """Count `text` in every stream; return the counts looked up after it."""
     for token in text:
-        counts.lookup()
-        counts.update(np.ones(streams, bool), np.full(streams, token))
-    return counts.lookup()
+        counts.update(counts.lookup(), np.ones(streams, bool), np.full(streams, token))
+    return counts.lookup().counts
 
 
 @pytest.mark.parametrize(("streams", "dtype"), [(4, np.uint8), (8, np.uint8), (9, np.uint16), (64, np.uint16)])

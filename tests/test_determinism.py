@@ -49,9 +49,9 @@ def test_native_all_core_file_under_taskset_one_core_decodes_exactly_or_is_refus
 def test_the_settings_are_recorded_in_the_header():
     import io
 
-    from prequential.api import inspect
+    from prequential.api import read_info
 
-    header, _ = inspect(io.BytesIO(prequential.compress(b"recorded " * 20, "tiny")))
+    header, _ = read_info(io.BytesIO(prequential.compress(b"recorded " * 20, "tiny")))
     here = numerics.current()
     assert header.numerics == here and header.numerics.backend == "cpu"
 

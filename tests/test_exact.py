@@ -12,18 +12,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import SAMPLE
+from conftest import SAMPLE, TINY
 
 import prequential
 from prequential import api
 from prequential import intmath as im
-from prequential.config import preset
 from prequential.errors import DesyncError
 from prequential.learner import Learner, learner_for
 from prequential.ops import Exact, Native, normal
 from prequential.optimizer import exact_adam, learning_rate
 
-TINY = preset("tiny")
 RNG = np.random.default_rng(20261201)
 
 

@@ -7,13 +7,11 @@ import math
 import jax
 import numpy as np
 import pytest
+from conftest import TINY
 
 import prequential
-from prequential.config import preset
 from prequential.learner import Learner
 from prequential.optimizer import learning_rate
-
-TINY = preset("tiny")
 
 
 def test_learning_rate_warms_up_then_decays_with_the_tokens_trained_on():

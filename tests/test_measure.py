@@ -8,15 +8,13 @@ import json
 import numpy as np
 import optax
 import pytest
-from conftest import SAMPLE, one_line_error, run_cli
+from conftest import SAMPLE, TINY, one_line_error, run_cli
 from user_models import Bigram, Peeking, WrongShape
 
 import prequential
 from prequential import api
-from prequential.config import preset
 from prequential.errors import ConfigError, PrequentialError, VersionError
 
-TINY = preset("tiny")
 PLAIN = TINY.replace(count_orders=0, count_words=0, match_model=0)  # what a user's module gets
 TEXT = SAMPLE[:4000]
 OTHER_TEXT = SAMPLE[4000:8000]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import TINY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import prequential
-from prequential.config import preset
 from prequential.errors import FormatError
 
-TINY = preset("tiny")
 SMALL_BLOCKS = TINY.replace(block_segments=16)  # many coder blocks even for short inputs
 BT = TINY.streams * TINY.segment  # tokens per segment over all streams
 BLOCK = BT * SMALL_BLOCKS.block_segments  # tokens per coder block

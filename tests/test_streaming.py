@@ -6,15 +6,12 @@ import io
 
 import numpy as np
 import pytest
-from conftest import SAMPLE
+from conftest import SAMPLE, TINY
 
 import prequential
 from prequential import api
-from prequential.config import preset
 from prequential.errors import PrequentialError
 from prequential.store import FileStore
-
-TINY = preset("tiny")
 
 
 def test_a_file_is_coded_like_the_same_bytes(tmp_path):
