@@ -92,6 +92,35 @@ def quantize(x: jnp.ndarray, bits: int, axis: int | tuple[int, ...] | None) -> t
     return lax.select(negative, -q, q), exponent
 
 
+def quantize_stochastic(x: jnp.ndarray, bits: int, axis: int | tuple[int, ...] | None) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """As `quantize`, but each element rounds up with probability equal to the fraction it drops
+    (stochastic rounding), so that elements far below the slice's largest survive on average: for
+    gradients. The random bits are a hash of the element's own bits and its index, so they are the
+    same on every machine and need no key."""
+    negative, biased, significand = fields(x)
+    top = jnp.max(biased, axis=axis, keepdims=True)
+    exponent = top - 125 - bits
+    shift = (top - biased + 25 - bits).astype(jnp.uint32)  # the bits dropped, > 0
+    index = lax.iota(jnp.uint32, x.size).reshape(x.shape) * np.uint32(0x9E3779B1)
+    dither = mix32(lax.bitcast_convert_type(x, jnp.uint32) ^ mix32(index))
+    near = jnp.minimum(shift, 31)
+    significand = significand.astype(jnp.uint32)
+    rounded = (significand + (dither & ((np.uint32(1) << near) - 1))) >> near  # below 2**32: no overflow
+    # Beyond 31 dropped bits: up with probability significand / 2**shift, from the 32 dither bits.
+    far = (dither < (significand >> jnp.minimum(shift - 32, 31))).astype(jnp.uint32)
+    q = jnp.minimum(jnp.where(shift < 32, rounded, far).astype(jnp.int32), qmax(bits))
+    return lax.select(negative, -q, q), exponent
+
+
+def mix32(h: jnp.ndarray) -> jnp.ndarray:
+    """MurmurHash3's finalizer: a bijection of uint32 that spreads every input bit."""
+    h = h ^ (h >> 16)
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
 def dequantize(q: jnp.ndarray, exponent: jnp.ndarray) -> jnp.ndarray:
     return scale(q, exponent)
 

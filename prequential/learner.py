@@ -81,8 +81,14 @@ class Learner:
         return self._jit(self._prefill_cached if _has_cache_methods(self.module) else self._prefill_window, "RB", "B")
 
     @functools.cached_property
+    def prepare(self):
+        """params -> the variables `step` reads, made once per segment: the module's parameters
+        and, for this package's model, every kernel in the form its products read (ops.prepare_kernel)."""
+        return self._jit(self._prepare, "R", "R")
+
+    @functools.cached_property
     def step(self):
-        """(params, cache, tokens (B,), window position, counts) -> (coder weights (B,V) float32, cache)."""
+        """(prepared variables, cache, tokens (B,), window position, counts) -> (coder weights (B,V) float32, cache)."""
         step = self._step_cached if _has_cache_methods(self.module) else self._step_window
         return self._jit(step, "RBBRB", "RB", donate_argnums=1)
 
@@ -147,11 +153,17 @@ class Learner:
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         return TrainState(optax.apply_updates(state.params, updates), opt_state), bits, weights
 
+    def _prepare(self, params: Any) -> Any:
+        variables = self.tree(params)
+        if not _has_cache_methods(self.module):
+            return variables
+        return {**variables, "prepared": _kernels(variables["params"], self.ops.prepare_kernel)}
+
     def _prefill_cached(self, params: Any, memory: jax.Array) -> Any:
         return self.module.apply(self.tree(params), memory, method="prefill")
 
-    def _step_cached(self, params: Any, cache: Any, tokens: jax.Array, pos: jax.Array, counts: jax.Array | None = None):
-        logits, cache = self.module.apply(self.tree(params), tokens, pos, cache, counts, method="step")
+    def _step_cached(self, variables: Any, cache: Any, tokens: jax.Array, pos: jax.Array, counts: jax.Array | None = None):
+        logits, cache = self.module.apply(variables, tokens, pos, cache, counts, method="step")
         return self.ops.coder_weights(logits), cache
 
     # A module without a cache is run on the whole window each step; positions not yet coded hold
@@ -160,10 +172,22 @@ class Learner:
         pad = jnp.full((memory.shape[0], self.config.segment), self.config.vocab_size, jnp.int32)
         return jnp.concatenate([memory, pad], axis=1)
 
-    def _step_window(self, params: Any, window: jax.Array, tokens: jax.Array, pos: jax.Array, counts: None = None):
+    def _step_window(self, variables: Any, window: jax.Array, tokens: jax.Array, pos: jax.Array, counts: None = None):
         window = jax.lax.dynamic_update_slice_in_dim(window, tokens[:, None], pos, axis=1)
-        logits = jax.lax.dynamic_index_in_dim(self.module.apply(params, window), pos, axis=1, keepdims=False)
+        logits = jax.lax.dynamic_index_in_dim(self.module.apply(variables, window), pos, axis=1, keepdims=False)
         return self.ops.coder_weights(logits), window
+
+
+def _kernels(params: dict, prepare) -> dict:
+    """Every "kernel" in a nested parameter dict, prepared, under the same path (a Flax collection)."""
+    out = {}
+    for name, value in params.items():
+        if isinstance(value, dict):
+            if inner := _kernels(value, prepare):
+                out[name] = inner
+        elif name == "kernel":
+            out[name] = prepare(value)
+    return out
 
 
 def _global(tree: Any, sharding: NamedSharding) -> Any:
@@ -218,7 +242,8 @@ def fingerprint(learner: Learner) -> bytes:
     state = learner.init()
     for _ in range(2):
         cache = learner.prefill(state.params, window[:, : c.memory])
-        probs, _ = learner.step(state.params, cache, window[:, c.memory], c.memory, None if counts is None else counts[:, 0])
+        first_counts = None if counts is None else counts[:, 0]
+        probs, _ = learner.step(learner.prepare(state.params), cache, window[:, c.memory], c.memory, first_counts)
         h.update(np.asarray(probs).tobytes())
         state, bits, weights = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
         h.update(np.asarray(bits).tobytes() + np.asarray(weights).tobytes() + params_digest(state.params))

@@ -42,6 +42,8 @@ class Dense(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        if self.has_variable("prepared", "kernel"):  # a decoder's step (Learner.prepare)
+            kernel = self.get_variable("prepared", "kernel")
         if not self.use_bias:
             return self.ops.linear(x, kernel)
         return self.ops.dense(x, kernel, self.param("bias", self.bias_init, (self.features,)))

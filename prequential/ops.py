@@ -31,6 +31,7 @@ from __future__ import annotations
 import decimal
 import functools
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -102,24 +103,38 @@ def _ln_of_log2(log2_fixed: jnp.ndarray) -> jnp.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
+class PreparedKernel(NamedTuple):
+    """A kernel as the exact product reads it: 8-bit columns (as float32) and their exponents.
+    The decoder's steps through a segment all use the same parameters, so `Learner.prepare`
+    makes these once per segment instead of once per step (most of a step's work otherwise)."""
+
+    q: jnp.ndarray
+    exponent: jnp.ndarray
+
+
+def _prepare_kernel(kernel: jnp.ndarray) -> PreparedKernel:
+    q, exponent = im.quantize(kernel, BITS_W, 0)
+    return PreparedKernel(q.astype(jnp.float32), exponent)
+
+
 def _dense_fwd(x, kernel, bias):
     rows = x.reshape(-1, x.shape[-1])
     xq, sx = im.quantize(rows, BITS_X, -1)
-    wq, sw = im.quantize(kernel, BITS_W, 0)
-    y = im.scale(im.int_dot(xq, BITS_X, wq, BITS_W, _MATMUL), sx + sw)
+    prepared = kernel if isinstance(kernel, PreparedKernel) else _prepare_kernel(kernel)
+    y = im.scale(im.int_dot(xq, BITS_X, prepared.q, BITS_W, _MATMUL), sx + prepared.exponent)
     if bias is not None:
         y = y + bias
-    return y.reshape(*x.shape[:-1], kernel.shape[1]), (rows, kernel)
+    return y.reshape(*x.shape[:-1], prepared.q.shape[1]), (rows, kernel)
 
 
 def _dense_bwd(res, dy):
     rows, kernel = res
     g = dy.reshape(-1, kernel.shape[1])
-    gq, sg = im.quantize(g, BITS_G, -1)
+    gq, sg = im.quantize_stochastic(g, BITS_G, -1)
     wr, swr = im.quantize(kernel, BITS_W, 1)
     dx = im.scale(im.int_dot(gq, BITS_G, wr, BITS_W, _MATMUL_BT), sg + swr.T)
     xc, sxc = im.quantize(rows, BITS_X, 0)
-    gc, sgc = im.quantize(g, BITS_G, 0)
+    gc, sgc = im.quantize_stochastic(g, BITS_G, 0)
     dw = im.scale(im.int_dot(xc, BITS_X, gc, BITS_G, _MATMUL_AT), sxc.T + sgc)
     dbias = im.scale(jnp.sum(gc, 0), sgc[0])  # 8-bit terms: an int32 sum is exact
     return dx.reshape(*dy.shape[:-1], rows.shape[1]), dw, dbias
@@ -459,15 +474,6 @@ def _count_log_table(alpha: float, max_count: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def _mix32(h: jnp.ndarray) -> jnp.ndarray:
-    """MurmurHash3's finalizer: a bijection of uint32 that spreads every input bit."""
-    h = h ^ (h >> 16)
-    h = h * np.uint32(0x85EBCA6B)
-    h = h ^ (h >> 13)
-    h = h * np.uint32(0xC2B2AE35)
-    return h ^ (h >> 16)
-
-
 def normal(std: float):
     """An initializer of approximately normal values: the sum of four uniform 16-bit integers
     hashed from the key and the element's index (Irwin-Hall), times a dyadic `std` factor."""
@@ -477,7 +483,7 @@ def normal(std: float):
         words = words.reshape(-1).astype(jnp.uint32)
         n = int(np.prod(shape))
         index = jnp.arange(4 * n, dtype=jnp.uint32)
-        bits = _mix32(_mix32(index * np.uint32(0x9E3779B9) + words[0]) ^ words[-1]) >> 16
+        bits = im.mix32(im.mix32(index * np.uint32(0x9E3779B9) + words[0]) ^ words[-1]) >> 16
         centred = jnp.sum(bits.reshape(n, 4).astype(jnp.int32), -1) - 2 * 65535
         # The sum's standard deviation is 65536 * sqrt(4 / 12) (to 2e-5).
         m, e = _dyadic(decimal.Decimal(repr(std)) / (decimal.Decimal(65536) / decimal.Decimal(3).sqrt()), 8)
@@ -500,6 +506,10 @@ class Native:
     """XLA's float32 arithmetic (natural logarithms)."""
 
     name = "native"
+
+    @staticmethod
+    def prepare_kernel(kernel):
+        return kernel
 
     @staticmethod
     def linear(x, kernel):
@@ -585,6 +595,7 @@ class Exact:
     """Integer arithmetic (intmath.py): the same bits everywhere."""
 
     name = "exact"
+    prepare_kernel = staticmethod(_prepare_kernel)
     linear = staticmethod(_linear)
     dense = staticmethod(_dense)
     add_broadcast = staticmethod(_add_broadcast)

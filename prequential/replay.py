@@ -276,13 +276,14 @@ def _step_through(learner: Learner, params, window: _Window, counts, segment_cou
     config = learner.config
     M = config.memory
     cache = learner.prefill(params, window.model_inputs()[:, :M])
+    variables = learner.prepare(params)
     used = np.zeros((segment.shape[0], config.segment, config.vocab_size), np.float32)
     found = None
     for i in range(steps):
         if counts is not None:
             found = counts.lookup()
             segment_counts[:, i] = found.counts
-        weights, cache = learner.step(params, cache, window.input_at(i), M + i, None if found is None else found.counts)
+        weights, cache = learner.step(variables, cache, window.input_at(i), M + i, None if found is None else found.counts)
         used[:, i] = weights = np.asarray(weights)
         active = valid[:, i]
         if not active.all():

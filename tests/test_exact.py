@@ -83,6 +83,23 @@ def test_quantize_keeps_each_row_to_its_bits():
         assert (np.abs(back - np.asarray(x)) / row_max).max() <= 2 ** -(bits - 2)
 
 
+def test_stochastic_rounding_is_unbiased_even_far_below_the_largest_element():
+    # One large element fixes the scale; the others lie 2**-4 to 2**-40 of it, where rounding to
+    # nearest gives 0 for most of them. Many copies (different indices, so different dither)
+    # must average to the value.
+    small = 2.0 ** -np.array([4.3, 9.7, 12.1, 20.5, 33.2, 40.0])
+    row = np.concatenate([[1.0], small, -small]).astype(np.float32)
+    x = jnp.asarray(np.tile(row, (20000, 1)))
+    q, e = im.quantize_stochastic(x, 8, -1)
+    assert np.abs(np.asarray(q)).max() <= im.qmax(8)
+    mean = np.asarray(im.scale(q, e), np.float64).mean(0)
+    spread = 2.0 ** int(e[0, 0]) / np.sqrt(20000)  # the standard error of a 0/1 step
+    assert np.all(np.abs(mean - row) <= 4 * spread * np.sqrt(np.minimum(np.abs(row) / 2.0 ** int(e[0, 0]), 1)) + 1e-12)
+    assert np.array_equal(np.asarray(im.quantize(x, 8, -1)[0])[0, 3:7], [0, 0, 0, 0])  # nearest loses them
+    again = im.quantize_stochastic(x, 8, -1)[0]
+    assert np.array_equal(np.asarray(q), np.asarray(again))  # a hash, not a random state
+
+
 def test_carriers_stay_multiples_of_the_smallest_power():
     q = jnp.asarray([3, -5, 7, 1], jnp.int32)
     assert np.array_equal(np.asarray(im.scale(q, jnp.asarray([-101, -100, 0, 5]))), [0.0, -5 * 2.0**-100, 7.0, 32.0])
@@ -188,7 +205,7 @@ def test_teacher_forced_weights_are_the_decoders_step_wise_weights(count_states)
     cache = learner.prefill(params, window[:, : config.memory])
     stepped = []
     for i in range(config.segment):
-        weights, cache = learner.step(params, cache, window[:, config.memory + i], config.memory + i, counts[:, i])
+        weights, cache = learner.step(learner.prepare(params), cache, window[:, config.memory + i], config.memory + i, counts[:, i])
         stepped.append(np.asarray(weights))
     _, _, forced = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
     assert np.array_equal(np.stack(stepped, 1), np.asarray(forced))
