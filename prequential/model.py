@@ -84,12 +84,14 @@ class Block(nn.Module):
         x = x + self.out(attended.transpose(0, 2, 1, 3).reshape(b, n, self.d_model))
         return x + self.down(jax.nn.relu(self.up(self.ln_mlp(x))))
 
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """Causal self-attention over the whole sequence; also returns its keys and values."""
+    def __call__(self, x: jax.Array, first: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Causal self-attention over the sequence, the outputs of positions first.. only (every
+        position is a key); also returns the keys and values. Every op treats positions apart, so
+        the outputs it does compute are the same as with first = 0."""
         q, k, v = self._heads(x)
         n = x.shape[1]
-        causal = jnp.arange(n)[:, None] >= jnp.arange(n)[None, :]
-        return self._finish(x, self.ops.attention(q, k, v, causal)), k, v
+        causal = jnp.arange(first, n)[:, None] >= jnp.arange(n)[None, :]
+        return self._finish(x[:, first:], self.ops.attention(q[:, :, first:], k, v, causal)), k, v
 
     def step(self, x: jax.Array, keys: jax.Array, values: jax.Array, pos: jax.Array):
         """One new position `pos` per stream; keys/values (B,H,W,D) hold positions < pos."""
@@ -187,11 +189,12 @@ class Transformer(nn.Module):
     def _run(self, tokens: jax.Array, counts: jax.Array | None = None) -> tuple[jax.Array, Cache]:
         x = self.ops.add_broadcast(self.ops.lookup(self.embedding, tokens), self.position[: tokens.shape[1]])
         cache = []
-        for block in self.blocks:
-            x, k, v = block(x)
+        for i, block in enumerate(self.blocks):
+            # Given counts (B, N, K, V) for the last N positions, only those are scored, so the
+            # last block computes only their outputs (the others' keys and values still).
+            last = i == len(self.blocks) - 1
+            x, k, v = block(x, x.shape[1] - counts.shape[1] if last and counts is not None else 0)
             cache.append((k, v))
-        if counts is not None:  # counts (B, N, K, V) cover the last N positions only
-            x = x[:, -counts.shape[1] :]
         return self._output(x, counts), tuple(cache)
 
     def __call__(self, tokens: jax.Array, counts: jax.Array | None = None) -> jax.Array:
