@@ -245,6 +245,8 @@ def _attention_constants(head_dim: int) -> tuple[tuple[int, int], tuple[int, int
     product with any 8-bit dot stays below 2**30; the gradient's factor ln(2) times that scale
     (1 / sqrt(d) up to rounding), 9 bits; and the shift that brings value dots to 15 bits."""
     dot_bits = (im.qmax(BITS_QK) ** 2 * head_dim).bit_length()
+    if dot_bits > 24:  # the score dot is read back as an int32 from an exact float32 carrier
+        raise ValueError(f"{BITS_QK}-bit queries and keys over {head_dim} dimensions overflow the exact score dot")
     log2e = 1 / im._LN2
     m, e = _dyadic(log2e / decimal.Decimal(head_dim).sqrt(), min(30 - dot_bits, 15))
     value_bits = (im.qmax(BITS_G) * im.qmax(BITS_V) * head_dim).bit_length()
