@@ -85,7 +85,9 @@ def _together(*args: str, processes: int, cwd) -> list[subprocess.CompletedProce
     return [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(running, outputs, strict=True)]
 
 
-@pytest.mark.slow  # four processes' compiles: in CI's slow pass, where no other test competes for the cores
+# In CI's slow pass, run serially: beside another pytest-xdist worker its processes hung past the
+# timeout twice here (not understood yet; alone it passes).
+@pytest.mark.slow
 def test_two_processes_round_trip_and_one_alone_decodes_too(tmp_path):
     """Two processes (as on two hosts) with 2 CPU devices each: one 4-device mesh, gloo all-reduce.
     Verify decodes as decompress does, on the same mesh."""
