@@ -235,17 +235,9 @@ def replay(
             segment = np.zeros((layout.streams, T), np.int32) if decodes else layout.read(tokens, first, first + T)
             if counts is not None:
                 segment_counts = _segment_counts(config, layout.streams)
-            if step_wise:
-                used = _step_through(learner, state.params, window, counts, segment_counts, coder, segment, valid, steps)
-                if decodes:
-                    layout.write(tokens, first, segment)
-            else:
-                for i in range(steps):  # the same lookups and updates, in the same order, as _step_through
-                    if counts is not None:
-                        found = counts.lookup()
-                        segment_counts[:, i] = found.counts
-                        counts.update(found, valid[:, i], segment[valid[:, i], i])
-                    window.put(valid[:, i], i, segment[valid[:, i], i])
+            used = _step_through(learner, state.params, window, counts, segment_counts, coder if step_wise else None, segment, valid, steps)
+            if decodes:
+                layout.write(tokens, first, segment)
             state, train_bits, weights = learner.train(state, window.model_inputs(), segment, valid, segment_counts)
             # The bits of the weights coded: exact, the training step's (multiples of 2**-16, so
             # their float64 sum is exact); native step-wise, those of the step's float weights.
@@ -270,30 +262,32 @@ def replay(
     return ReplayResult(ideal_bits, segment_bits, Carry(state, counts))
 
 
-def _step_through(learner: Learner, params, window: _Window, counts, segment_counts, coder: Coder, segment, valid, steps: int):
-    """Score one segment a position at a time and code each position: the weights the coder
-    was given (B, T, V). Decoded tokens are written into `segment`."""
+def _step_through(learner: Learner, params, window: _Window, counts, segment_counts, coder: Coder | None, segment, valid, steps: int):
+    """Go through one segment a position at a time: look up its counts, and with a coder score
+    the position step-wise and code it; then enter its tokens in the window and the counts.
+    Returns the weights the coder was given (B, T, V), or None without a coder (the tokens are
+    known and `train` scores them). Decoded tokens are written into `segment`."""
     config = learner.config
     M = config.memory
-    cache = learner.prefill(params, window.model_inputs()[:, :M])
-    variables = learner.prepare(params)
-    used = np.zeros((segment.shape[0], config.segment, config.vocab_size), np.float32)
+    if coder is not None:
+        cache = learner.prefill(params, window.model_inputs()[:, :M])
+        variables = learner.prepare(params)
+        used = np.zeros((segment.shape[0], config.segment, config.vocab_size), np.float32)
     found = None
     for i in range(steps):
+        active = valid[:, i]
         if counts is not None:
             found = counts.lookup()
             segment_counts[:, i] = found.counts
-        weights, cache = learner.step(variables, cache, window.input_at(i), M + i, None if found is None else found.counts)
-        used[:, i] = weights = np.asarray(weights)
-        active = valid[:, i]
-        if not active.all():
-            weights = weights[active]
-        coded = coder.code(weights, segment[active, i])
-        segment[active, i] = coded
+        if coder is not None:
+            weights, cache = learner.step(variables, cache, window.input_at(i), M + i, None if found is None else found.counts)
+            used[:, i] = weights = np.asarray(weights)
+            segment[active, i] = coder.code(weights if active.all() else weights[active], segment[active, i])
+        coded = segment[active, i]
         window.put(active, i, coded)
         if counts is not None:
             counts.update(found, active, coded)
-    return used
+    return used if coder is not None else None
 
 
 def _coded_bits(weights: np.ndarray, tokens: np.ndarray, valid: np.ndarray) -> float:
