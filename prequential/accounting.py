@@ -140,6 +140,7 @@ class Report:
     config: dict[str, Any]
     baselines: dict[str, int] = dataclasses.field(default_factory=dict)
     checkpoint_seconds: float = 0.0  # of `seconds`, spent writing checkpoints
+    block_bits: list[float] = dataclasses.field(default_factory=list)  # a block-wise code: the ideal bits of each block
 
     @property
     def file_bytes(self) -> int:
@@ -190,6 +191,7 @@ class Report:
             ("total", f"{self.total_bits:,}", "bits", f"{d['total_bits_per_byte']:.4f} bits/byte with code"),
             ("file", f"{self.file_bytes:,}", "bytes", f"{d['file_bits_per_byte']:.4f} bits/byte"),
         ]
+        rows += [(f"block {i + 1}", f"{bits:,.1f}", "bits", "uniform" if not i else "") for i, bits in enumerate(self.block_bits)]
         rows += [(name, f"{size:,}", "bytes", f"{8 * size / n:.4f} bits/byte") for name, size in self.baselines.items()]
         if self.seconds:
             rows.append(("time", f"{self.seconds:.2f}", "s", f"{d['speed_kb_per_s']:.2f} KB/s"))

@@ -29,7 +29,7 @@ from prequential.coder import Decoder, Encoder
 from prequential.config import Config, resolve
 from prequential.errors import ConfigError, FormatError, NumericsError, PrequentialError, VersionError
 from prequential.learner import Learner, fingerprint, learner_for
-from prequential.replay import BlockEnd, Carry, Layout, Progress, replay, train_pass
+from prequential.replay import BlockEnd, Carry, Layout, Progress, code, coder_blocks, train_pass
 from prequential.store import ArrayStore, FileStore, TokenStore, as_tokens
 
 # A header declaring more output is refused before any work. Memory does not grow with the output
@@ -151,8 +151,9 @@ def encode(
         )
     spec = LearnerSpec(config, module, optimizer, used)
     here = dataclasses.replace(here, devices=used)
+    if checkpoint is not None and not config.resumable:
+        raise ConfigError("checkpoints are for the one-pass online code without a replay buffer: drop the checkpoint")
     tokens, n_bytes, sha256 = _open_input(data)
-    layout = Layout(n_bytes, spec.config.streams, spec.config.segment)
     given_sha256 = hashlib.sha256(given).digest() if given is not None else None
     saver = None
     if checkpoint is not None:
@@ -177,9 +178,11 @@ def encode(
 
         carry = _prime(spec, given) if resume is None else None
         hook = on_block if saver is not None else None
-        ideal_bits = 0.0
+        pass_bits = np.zeros(0)
         if n_bytes:
-            ideal_bits = replay(spec.learner, layout, tokens, coder, progress, carry, on_block=hook, resume=resume).ideal_bits
+            options = {"on_block": hook, "resume": resume} if saver else {}
+            pass_bits = code(spec.learner, n_bytes, tokens, coder, progress, carry, **options)
+        ideal_bits = float(pass_bits.sum())
         stored = coder.bytes_written >= n_bytes > 0
         if stored:
             crc = _copy(_rewound(data, tokens), None, n_bytes)
@@ -219,6 +222,7 @@ def encode(
         seconds=time.perf_counter() - started,
         config=spec.config.to_dict(),
         checkpoint_seconds=saver.seconds_spent if saver is not None else 0.0,
+        block_bits=pass_bits.tolist() if config.block_wise and not stored else [],
     )
 
 
@@ -239,8 +243,9 @@ def _payload_file(saver: checkpoints.Checkpointer | None) -> Iterator[BinaryIO]:
             path.unlink(missing_ok=True)
 
 
-def check_versions(header: container.Header, spec: LearnerSpec, given: bytes | None) -> None:
-    """Refuse, saying what to install or pass, a file this installation cannot replay."""
+def check_versions(header: container.Header, spec: LearnerSpec, given: bytes | None, source: bytes | None = None) -> None:
+    """Refuse, saying what to install or pass, a file this installation cannot replay (`source`:
+    the code besides the replay modules, else the module's)."""
     ours = accounting.package_version()
     if header.package_version != ours:
         raise VersionError(
@@ -253,11 +258,11 @@ def check_versions(header: container.Header, spec: LearnerSpec, given: bytes | N
         raise VersionError(f"file made with other numeric libraries than the installed ones ({installed}); install {pins}")
     if header.user_model and spec.module is None:
         raise VersionError("file made with a user's model: decode it with the same module and optimizer (module=, optimizer=)")
-    if header.code_digest != accounting.code_digest(spec.source):
+    if header.code_digest != accounting.code_digest(spec.source if source is None else source):
         if spec.module is not None:
             raise VersionError("the module's source differs from the one the file was made with")
         raise VersionError(f"the replay code differs from the encoder's although both say prequential {ours}; reinstall it")
-    if header.given_sha256 is not None:
+    if header.given_sha256 is not None and not header.labels:  # a labels file's inputs are checked by supervised.py
         if given is None:
             raise PrequentialError(f"file made given other data first (SHA-256 {header.given_sha256.hex()}): pass it with --given")
         if hashlib.sha256(given).digest() != header.given_sha256:
@@ -284,10 +289,10 @@ def decoding_numerics(header: container.Header, devices: int | None) -> numerics
     return dataclasses.replace(here, devices=recorded.devices)
 
 
-def _check_fingerprint(header: container.Header, here: numerics.Numerics, learner: Learner) -> None:
+def check_fingerprint(header: container.Header, here: numerics.Numerics, computed: bytes) -> None:
     """The fingerprint guards against bugs and tampered headers (exact numerics) and against a
     machine that computes other floats (native)."""
-    if fingerprint(learner) == header.fingerprint:
+    if computed == header.fingerprint:
         return
     if header.config.numerics == "exact":
         raise NumericsError(
@@ -324,6 +329,8 @@ def decode(
         raise PrequentialError(
             f"file declares {header.n_bytes:,} bytes of output, more than the limit of {max_output:,} (--max-output-size)"
         )
+    if header.labels:
+        raise FormatError("a file of labels coded given inputs: decode it with 'prequential labels decompress' (supervised.decompress)")
     with tempfile.TemporaryFile(dir=scratch) as decoded:
         if header.stored:  # any version reads it: no model was used
             if _copy(source, decoded, header.n_bytes) != header.data_crc32:
@@ -333,9 +340,8 @@ def decode(
             if header.n_bytes:
                 here = decoding_numerics(header, devices)
                 spec = LearnerSpec(header.config, module, optimizer, here.devices)
-                _check_fingerprint(header, here, spec.learner)
-                layout = Layout(header.n_bytes, header.config.streams, header.config.segment)
-                replay(spec.learner, layout, FileStore(decoded.fileno()), Decoder(source), progress, _prime(spec, given))
+                check_fingerprint(header, here, fingerprint(spec.learner))
+                code(spec.learner, header.n_bytes, FileStore(decoded.fileno()), Decoder(source), progress, _prime(spec, given))
             decoded.seek(0)
             if hashlib.file_digest(decoded, "sha256").digest() != header.sha256:
                 raise FormatError("decoded data fails its SHA-256 check: the file is corrupt")
@@ -365,26 +371,27 @@ def read_info(source: BinaryIO) -> tuple[container.Header, accounting.Report]:
     start = source.tell()
     header = container.read_header(source)
     header_bytes = source.tell() - start
-    coded_bytes, ideal_bits = 0, 0.0
+    coded_bytes, pass_bits = 0, []
     if header.stored:
         _skip(source, header.n_bytes)
     else:
-        for plan in Layout(header.n_bytes, header.config.streams, header.config.segment).blocks(header.config):
+        for plan in coder_blocks(header.config, header.n_bytes):
             block = container.read_block(source, plan.n_sync, plan.last, plan.max_words)
             coded_bytes += 4 * len(block.words)
-            if plan.last:
-                ideal_bits = block.ideal_bits
+            if plan.last:  # the last block of each pass records the pass's bits
+                pass_bits.append(block.ideal_bits)
     container.expect_end(source)
     report = accounting.Report(
         original_bytes=header.n_bytes,
         header_bytes=header_bytes,
         payload_bytes=source.tell() - start - header_bytes,
         coded_bytes=coded_bytes,
-        ideal_bits=ideal_bits,
+        ideal_bits=sum(pass_bits),
         model_code_bytes=accounting.model_code_bytes(),
         stored=header.stored,
         seconds=0.0,
         config=header.config.to_dict() if header.config else {},
+        block_bits=pass_bits if len(pass_bits) > 1 else [],
     )
     return header, report
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -108,9 +109,25 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("--preset", help=f"named configuration: {', '.join(configs.PRESETS)} (default: default)")
         g.add_argument("--config", metavar="PATH", help="TOML or JSON file of config fields (may name a preset)")
 
+    def estimating(q: argparse.ArgumentParser) -> None:
+        g = q.add_argument_group("estimator: how the weights that code each token are trained (docs/estimators.md)")
+        g.add_argument(
+            "--blocks", type=_blocks, metavar="F,F,...", help="block-wise code at these fractions of the data ('vt': 0.001,0.002,...,1)"
+        )
+        g.add_argument("--block-tokens", type=_numbers(int), metavar="N,N,...", help="block-wise code at these token counts")
+        g.add_argument("--block-init", choices=configs.BLOCK_INITS, help="each block's model from the seed (default) or the previous one")
+        g.add_argument("--epochs", type=int, metavar="E", help="passes over the earlier blocks before coding the next (default 1)")
+        g.add_argument("--early-stop", type=float, metavar="R", help="stop before E once a pass lowers the loss by less than this fraction")
+        g.add_argument("--updates", type=int, metavar="K", help="online: gradient steps on each segment (default 1)")
+        g.add_argument("--replay-buffer", type=int, metavar="S", help="online: segments kept for replay")
+        g.add_argument("--replay-steps", type=int, metavar="R", help="online: steps per segment on segments drawn from the buffer")
+        g.add_argument("--ema", type=float, dest="ema_decay", metavar="DECAY", help="online: score with an EMA of the parameters")
+        g.add_argument("--calibrate", action="store_const", const=1, help="online: forward-calibrate a temperature on the data coded")
+
     c = sub.add_parser("compress", help="compress FILE to FILE.pq")
     common(c)
     model(c)
+    estimating(c)
     placement(c, decoding=False)
     cluster(c)
     c.add_argument("--verify", action="store_true", help="decode the result in a fresh process before keeping it")
@@ -141,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("measure", help="description length of training online on DATA, without coding")
     e.add_argument("file", help="data file, or - for standard input")
     model(e)
+    estimating(e)
     e.add_argument("--given", metavar="X", help="train on file X first and report L(DATA | X) next to L(DATA)")
     e.add_argument("-T", "--threads", type=int, help="CPU threads for XLA (default: all; nothing needs decoding)")
     backend(e)
@@ -151,19 +169,92 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("compare", help="measure several presets or configs on the same DATA")
     r.add_argument("file", help="data file, or - for standard input")
-    models = r.add_mutually_exclusive_group(required=True)
-    models.add_argument("--presets", help="comma-separated preset names")
+    models = r.add_mutually_exclusive_group()
+    models.add_argument("--presets", help="comma-separated preset names (default: default)")
     models.add_argument("--configs", help="comma-separated TOML/JSON config files")
+    r.add_argument("--estimators", help=f"comma-separated estimators to set on each model: {', '.join(configs.ESTIMATORS)}")
+    estimating(r)
     r.add_argument("-T", "--threads", type=int, help="CPU threads for XLA (default: all)")
     backend(r)
     r.add_argument("--json", metavar="PATH", help="write the results and the crossing points as JSON")
     r.add_argument("--plot", metavar="PATH", help="write the cumulative description lengths (PNG, or SVG by suffix)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+    lab = sub.add_parser("labels", help="L(Y | X): code labels Y (.npy) given inputs X (.npy) with a classifier")
+    actions = lab.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def classifier(q: argparse.ArgumentParser) -> None:
+        g = q.add_argument_group("classifier (decoding needs the same)")
+        g.add_argument(
+            "--model", metavar="FILE.py:NAME", help="NAME(classes) in FILE.py returns (Flax module, optax optimizer); default an MLP"
+        )
+        g.add_argument(
+            "--hidden", type=_numbers(int), default=(64,), metavar="N,N,...", help="the default MLP's hidden widths (default 64)"
+        )
+        g.add_argument("--learning-rate", type=float, default=1e-3, help="the default MLP's Adam learning rate (default 0.001)")
+        q.add_argument("-q", "--quiet", action="store_true", help="no report on stderr")
+
+    def labels_run(q: argparse.ArgumentParser) -> None:
+        q.add_argument("inputs", metavar="X.npy", help="the inputs, one example per row")
+        q.add_argument("labels", metavar="Y.npy", help="the labels, integers in [0, classes)")
+        q.add_argument("--classes", type=int, help="number of classes (default: the largest label + 1)")
+        q.add_argument("--batch", type=int, default=32, help="examples per online update and per minibatch (default 32)")
+        q.add_argument("--seed", type=int, default=0, help="the seed of the classifier's initialisation and the training order")
+        classifier(q)
+        estimating(q)
+
+    lm = actions.add_parser("measure", help="L(Y | X) in bits, without coding")
+    labels_run(lm)
+    lm.add_argument("--json", metavar="PATH", help="write the result as JSON")
+    lc = actions.add_parser("compress", help="code Y given X to a .pq file")
+    labels_run(lc)
+    lc.add_argument("-o", "--output", required=True, help="the .pq file to write")
+    lc.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+    ld = actions.add_parser("decompress", help="decode a labels .pq file given X to Y.npy")
+    ld.add_argument("file", metavar="FILE.pq")
+    ld.add_argument("inputs", metavar="X.npy", help="the same inputs the file was made with")
+    ld.add_argument("-o", "--output", required=True, help="the .npy file to write")
+    ld.add_argument("-f", "--force", action="store_true", help="overwrite an existing output file")
+    classifier(ld)
+
     i = sub.add_parser("info", help="print the header and the description-length breakdown")
     i.add_argument("files", nargs="+", metavar="FILE")
     i.add_argument("--json", metavar="PATH", help="also write it as JSON (one FILE only)")
     return p
+
+
+def _numbers(kind: type):
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(part) for part in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a comma-separated list of {kind.__name__}s: {text!r}") from None
+
+    return parse
+
+
+def _blocks(text: str) -> tuple[float, ...]:
+    return configs.VOITA_TITOV_BLOCKS if text == "vt" else _numbers(float)(text)
+
+
+ESTIMATOR_OPTIONS = (
+    "blocks",
+    "block_tokens",
+    "block_init",
+    "epochs",
+    "early_stop",
+    "updates",
+    "replay_buffer",
+    "replay_steps",
+    "ema_decay",
+    "calibrate",
+)
+
+
+def _with_estimator(config: configs.Config, args: argparse.Namespace) -> configs.Config:
+    """The config with the estimator options given on the command line."""
+    changes = {name: getattr(args, name) for name in ESTIMATOR_OPTIONS if getattr(args, name, None) is not None}
+    return config.replace(**changes).validate() if changes else config
 
 
 def _size(text: str) -> int:
@@ -314,7 +405,9 @@ def _compress(args: argparse.Namespace) -> None:
                     config,
                     progress=bar,
                     given=_given(args),
-                    checkpoint=None if together else _checkpoint(args, output, n_bytes),
+                    checkpoint=None
+                    if together or not (config.resumable or args.checkpoint or args.resume)
+                    else _checkpoint(args, output, n_bytes),
                     checkpoint_interval=args.checkpoint_interval,
                     devices=args.devices,
                 )
@@ -351,7 +444,8 @@ def _cluster(args: argparse.Namespace) -> numerics.Cluster | None:
 
 
 def _config(args: argparse.Namespace) -> configs.Config:
-    return configs.load(args.config) if args.config else configs.preset(args.preset or "default")
+    config = configs.load(args.config) if args.config else configs.preset(args.preset or "default")
+    return _with_estimator(config, args)
 
 
 AUTO_CHECKPOINT_BYTES = 4 << 20
@@ -478,7 +572,8 @@ def _info(args: argparse.Namespace) -> None:
         "config": header.config.to_dict(),
         "report": report.to_dict(),
     }
-    print(f"{args.file}: prequential {header.package_version}, {header.n_bytes:,} bytes, sha256 {header.sha256.hex()}")
+    what = "labels coded given inputs" if header.labels else "bytes"
+    print(f"{args.file}: prequential {header.package_version}, {header.n_bytes:,} {what}, sha256 {header.sha256.hex()}")
     print(f"numerics: {n.describe()}; fingerprint {header.fingerprint.hex()}")
     print(f"digests: code #{header.code_digest.hex()}, numeric libraries #{header.library_digest.hex()}")
     print("config: " + ", ".join(f"{k}={v}" for k, v in header.config.to_dict().items()))
@@ -513,11 +608,20 @@ def _measure(args: argparse.Namespace) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    named = (
-        {name: configs.preset(name) for name in args.presets.split(",")}
-        if args.presets
-        else {Path(path).stem: configs.load(path) for path in args.configs.split(",")}
+    models = (
+        {Path(path).stem: configs.load(path) for path in args.configs.split(",")}
+        if args.configs
+        else {name: configs.preset(name) for name in (args.presets or "default").split(",")}
     )
+    models = {name: _with_estimator(config, args) for name, config in models.items()}
+    if args.estimators:
+        estimators = args.estimators.split(",")
+        models = {
+            (f"{name} {est}" if len(models) > 1 else est): configs.estimator(est, config)
+            for name, config in models.items()
+            for est in estimators
+        }
+    named = models
     numerics.activate(args.backend, args.threads)
     data = _read_input(args.file)
     if not data:
@@ -532,9 +636,9 @@ def _compare(args: argparse.Namespace) -> None:
     names = list(results)
     pairs = {f"{a} vs {b}": crossings(results[a], results[b]) for i, a in enumerate(names) for b in names[i + 1 :]}
     n = max(len(data), 1)
-    print(f"{'model':<16}{'code bits':>12}{'sum of losses':>16}{'total bits':>14}{'bits/byte':>11}")
+    print(f"{'model':<20}{'code bits':>12}{'sum of losses':>16}{'total bits':>14}{'bits/byte':>11}")
     for name, r in results.items():
-        print(f"{name:<16}{8 * r.code_bytes:>12,}{r.data_bits:>16,.1f}{r.total_bits:>14,.1f}{r.total_bits / n:>11.4f}")
+        print(f"{name:<20}{8 * r.code_bytes:>12,}{r.data_bits:>16,.1f}{r.total_bits:>14,.1f}{r.total_bits / n:>11.4f}")
     for pair, at in pairs.items():
         print(f"crossings {pair}: " + (", ".join(f"{t:,} tokens" for t in at) or "none"))
     if args.json:
@@ -543,6 +647,80 @@ def _compare(args: argparse.Namespace) -> None:
         )
     if args.plot:
         plots.comparison(results, args.plot, f"prequential compare: {os.path.basename(args.file)}")
+
+
+def _load_npy(path: str, what: str):
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)  # never unpickle: a .npy of objects is refused
+    except (OSError, ValueError) as err:
+        raise PrequentialError(f"cannot read {what} {path!r} as a .npy array: {err}") from None
+
+
+def _classifier(args: argparse.Namespace, classes: int):
+    """(module, optimizer): NAME(classes) from --model FILE.py:NAME, or the built-in MLP."""
+    import importlib.util
+
+    import optax
+
+    from prequential import supervised
+
+    if not args.model:
+        return supervised.MLP(classes=classes, hidden=tuple(args.hidden)), optax.adam(args.learning_rate)
+    path, _, name = args.model.rpartition(":")
+    if not path or not name:
+        raise UsageError(f"--model must be FILE.py:NAME, got {args.model!r}")
+    spec = importlib.util.spec_from_file_location(f"prequential_user_{Path(path).stem}", path)
+    if spec is None or not os.path.exists(path):
+        raise PrequentialError(f"cannot load the model file {path!r}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # so that its source can be read and counted in L(code)
+    spec.loader.exec_module(module)  # the user's own file, named on the command line (never anything read from a .pq)
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise PrequentialError(f"{path!r} defines no callable {name!r}")
+    made = factory(classes)
+    if not (isinstance(made, tuple) and len(made) == 2):
+        raise PrequentialError(f"{name}(classes) must return (Flax module, optax optimizer)")
+    return made
+
+
+def _labels(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from prequential import supervised
+
+    numerics.activate("cpu", 1)
+    x = _load_npy(args.inputs, "inputs")
+    if args.action == "decompress":
+        blob = _read_input(args.file)
+        header = container.read_header(io.BytesIO(blob))
+        module, optimizer = _classifier(args, header.config.vocab_size if header.config else 2)
+        y = supervised.decompress(blob, x, module, optimizer)
+        with _atomic_output(args.output, args.force) as out:
+            np.save(out, y)
+        if not args.quiet:
+            print(f"{args.file}: {len(y):,} labels restored (SHA-256 checked)", file=sys.stderr)
+        return
+    y = _load_npy(args.labels, "labels")
+    classes = args.classes or (int(y.max()) + 1 if y.size and np.issubdtype(y.dtype, np.integer) else 2)
+    config = _with_estimator(supervised.labels_config(classes, args.batch, args.seed), args)
+    module, optimizer = _classifier(args, classes)
+    if args.action == "measure":
+        result = supervised.measure(x, y, module, optimizer, config)
+        print(result.format())
+        if args.json:
+            _write_json(args.json, result.to_dict())
+        return
+    blob = supervised.compress(x, y, module, optimizer, config)
+    with _atomic_output(args.output, args.force) as out:
+        out.write(blob)
+    if not args.quiet:
+        print(
+            f"{args.labels}: {len(y):,} labels given {args.inputs} -> {len(blob):,} bytes ({8 * len(blob) / len(y):.4f} bits a label)",
+            file=sys.stderr,
+        )
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -570,6 +748,7 @@ COMMANDS = {
     "info": _info,
     "measure": _measure,
     "compare": _compare,
+    "labels": _labels,
     "demo": _demo,
 }
 

@@ -7,6 +7,7 @@ and read back, so a decoder needs nothing but the file and the same package vers
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import tomllib
@@ -56,6 +57,23 @@ class Config:
     adam_eps: float = 1e-8
     grad_clip: float = 0.0  # clip each gradient element to [-c, c]; 0 turns it off
     seed: int = 0
+    # Estimator (docs/estimators.md): how the weights that code each token were trained.
+    # Block-wise code (Voita & Titov): the data is cut at these fractions of its length (or, with
+    # `block_tokens`, these token counts); the first block is coded uniformly, and each later
+    # one by a model trained on all blocks before it, from the seed or from the previous model.
+    blocks: tuple[float, ...] = ()  # (): one-pass online code
+    block_tokens: tuple[int, ...] = ()
+    block_init: str = "seed"  # "seed": every block's model starts from the seed; "continue": from the previous one
+    epochs: int = 1  # passes over the earlier blocks before coding the next
+    early_stop: float = 0.0  # stop before `epochs` once a pass lowers the training loss by less than this fraction; 0: off
+    # One-pass online code, as Bornschein et al. 2022 refine it: several updates on each segment,
+    # steps on segments replayed from a buffer (drawn from the seed), scoring with an exponential
+    # moving average of the parameters, and forward calibration of a temperature.
+    updates: int = 1  # gradient steps on each segment just coded
+    replay_buffer: int = 0  # segments kept for replay
+    replay_steps: int = 0  # steps per segment on segments drawn from the buffer
+    ema_decay: float = 0.0  # score with an EMA of the parameters of this decay per update; 0: off
+    calibrate: int = 0  # 1: code with the temperature of a fixed grid that coded the past best
     # Numerics (ops.py): "exact" computes every probability and parameter from integers, so a
     # file decodes bit-exactly on any machine; "native" is XLA's float32 (faster to write a
     # model for, but it decodes only where the encoder's floats are reproduced).
@@ -103,15 +121,55 @@ class Config:
             raise ConfigError(
                 "config fields 'count_orders', 'count_sparse', 'count_words', 'match_model' must be 0 when 'vocab_size' exceeds 256"
             )
+        self._validate_estimator()
         if self.d_model % self.n_heads:
             raise ConfigError(f"config field 'd_model' ({self.d_model}) must be a multiple of 'n_heads' ({self.n_heads})")
         return self
+
+    def _validate_estimator(self) -> None:
+        if self.blocks and self.block_tokens:
+            raise ConfigError("config fields 'blocks' and 'block_tokens' exclude each other: give fractions or token counts")
+        for value in self.blocks:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise ConfigError(f"config field 'blocks' must hold fractions in (0, 1], got {value!r}")
+        for value in self.block_tokens:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"config field 'block_tokens' must hold token counts of at least 1, got {value!r}")
+        for field in ("blocks", "block_tokens"):
+            values = getattr(self, field)
+            if any(b <= a for a, b in itertools.pairwise(values)):
+                raise ConfigError(f"config field {field!r} must be strictly increasing, got {list(values)}")
+        if self.block_init not in BLOCK_INITS:
+            raise ConfigError(f"config field 'block_init' must be one of {', '.join(BLOCK_INITS)}, got {self.block_init!r}")
+        if self.block_wise:
+            online_only = [f for f in ("updates", "replay_steps", "ema_decay", "calibrate") if getattr(self, f) != getattr(Config, f)]
+            if online_only:
+                raise ConfigError(
+                    f"config field {online_only[0]!r} applies to the one-pass online code; 'blocks' asks for the block-wise one"
+                )
+        if self.replay_steps and not self.replay_buffer:
+            raise ConfigError("config field 'replay_steps' needs 'replay_buffer' of at least 1 (the segments it draws from)")
+        if self.calibrate and self.streams * self.segment > 4096:
+            raise ConfigError("config field 'calibrate' needs at most 4096 tokens a segment ('streams' x 'segment')")
+
+    @property
+    def block_wise(self) -> bool:
+        return bool(self.blocks or self.block_tokens)
+
+    @property
+    def resumable(self) -> bool:
+        """Whether a pass can resume from a checkpoint: one online pass whose state is the
+        learner's and the counts' (a replay buffer is not saved)."""
+        return not self.block_wise and not self.replay_steps
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 NUMERICS = ("exact", "native")
+BLOCK_INITS = ("seed", "continue")
+# Voita & Titov's split: 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.25, 12.5, 25, 50 and 100 % of the data.
+VOITA_TITOV_BLOCKS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.0625, 0.125, 0.25, 0.5, 1.0)
 # Bounds keep a hostile header from asking for absurd allocations.
 _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "vocab_size": (2, 65536),
@@ -137,6 +195,11 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "seed": (0, 2**31 - 1),
     "sync_segments": (1, 2**31 - 1),
     "block_segments": (1, 2**31 - 1),
+    "epochs": (1, 10**6),
+    "updates": (1, 10**4),
+    "replay_buffer": (0, 10**6),
+    "replay_steps": (0, 10**4),
+    "calibrate": (0, 1),
 }
 _FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
     "learning_rate": (0.0, 10.0),
@@ -147,6 +210,8 @@ _FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
     "count_alpha": (1e-6, 1e3),
     "count_weight": (-100.0, 100.0),
     "count_state_rate": (1e-3, 1e3),
+    "early_stop": (0.0, 1.0),
+    "ema_decay": (0.0, 0.999999),
 }
 
 PRESETS: dict[str, Config] = {
@@ -190,6 +255,26 @@ PRESETS: dict[str, Config] = {
 }
 
 
+# The estimators of the MDL literature, as the config fields that make them (docs/estimators.md);
+# `compare --estimators` sets each on the same model.
+ESTIMATORS: dict[str, dict[str, Any]] = {
+    "online": {},  # one pass, one update per segment (Rae; Blier & Ollivier's prequential code, online)
+    "blocks": {"blocks": VOITA_TITOV_BLOCKS},  # Voita & Titov 2020: each block's model from the seed
+    "blocks-continue": {"blocks": VOITA_TITOV_BLOCKS, "block_init": "continue"},
+    "replay": {"replay_buffer": 64, "replay_steps": 1},  # Bornschein et al. 2022: a replay buffer
+    "ema": {"ema_decay": 0.99},
+    "calibrated": {"calibrate": 1},  # forward calibration of a temperature
+    "mir": {"replay_buffer": 64, "replay_steps": 1, "ema_decay": 0.99, "calibrate": 1},  # all three, as their MIR
+}
+
+
+def estimator(name: str, config: Config) -> Config:
+    """`config` with the named estimator's fields."""
+    if name not in ESTIMATORS:
+        raise ConfigError(f"unknown estimator {name!r}; choose one of: {', '.join(ESTIMATORS)}")
+    return config.replace(**ESTIMATORS[name]).validate()
+
+
 def preset(name: str) -> Config:
     try:
         return PRESETS[name]
@@ -219,6 +304,12 @@ def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:
             raise ConfigError(f"unknown config field {key!r}")
         if known[key] == "float" and isinstance(value, int) and not isinstance(value, bool):
             values[key] = float(value)
+        elif known[key].startswith("tuple"):
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"config field {key!r} must be a list, got {value!r}")
+            values[key] = tuple(
+                float(v) if known[key] == "tuple[float, ...]" and isinstance(v, int) and not isinstance(v, bool) else v for v in value
+            )
     return base.replace(**values).validate()
 
 

@@ -9,7 +9,7 @@ Layout (integers little-endian; varint = unsigned LEB128; str8/str16 = length-pr
             | package version str8 | library digest 4B | code digest 4B
             | backend str8 | device kind str8 | threads u16 | devices varint | processes varint | XLA flags digest 4B
             | fingerprint 8B | preset str8 | config overrides str16 (compact JSON)
-            | [flag GIVEN: sha256 of the given data 32B] | crc32 u32
+            | [flag GIVEN: sha256 of the given data (flag LABELS: of the inputs X) 32B] | crc32 u32
     block:  n_words varint | n_sync x parameter digest 4B | [last block: ideal bits f64]
             | n_words x u32 range-coder words | crc32 u32
 
@@ -35,7 +35,8 @@ FORMAT_VERSION = 1
 FLAG_STORED = 1
 FLAG_USER_MODEL = 2
 FLAG_GIVEN = 4
-_KNOWN_FLAGS = FLAG_STORED | FLAG_USER_MODEL | FLAG_GIVEN
+FLAG_LABELS = 8  # labels coded given inputs (supervised.py); the given digest is the inputs'
+_KNOWN_FLAGS = FLAG_STORED | FLAG_USER_MODEL | FLAG_GIVEN | FLAG_LABELS
 MAX_VARINT_BYTES = 10
 MAX_DEVICES = 4096  # as many as streams can be
 
@@ -64,6 +65,10 @@ class Header:
     @property
     def user_model(self) -> bool:
         return bool(self.flags & FLAG_USER_MODEL)
+
+    @property
+    def labels(self) -> bool:
+        return bool(self.flags & FLAG_LABELS)
 
 
 @dataclasses.dataclass(frozen=True)

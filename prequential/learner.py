@@ -26,16 +26,45 @@ from prequential.config import Config
 from prequential.errors import ConfigError
 from prequential.model import Transformer
 from prequential.ops import OPS
-from prequential.optimizer import optimizer_from_config
+from prequential.optimizer import moving_average, optimizer_from_config
 
 
 class TrainState(NamedTuple):
     params: Any
     opt_state: Any
+    ema: Any = None  # the moving average of the parameters that scores (config.ema_decay)
+    calibration: jax.Array | None = None  # (K,) recent cost of each temperature of TEMPERATURES (config.calibrate)
+
+
+# Forward calibration's grid: factors on the logits (inverse temperatures) 2**(j/8), j = 0, -1,
+# 1, ..., 4; the first is 1, so a tie keeps the model's own distribution.
+TEMPERATURES = tuple(2.0 ** (j / 8) for j in (0, -1, 1, -2, 2, -3, 3, -4, 4))
+# Each segment the costs so far decay by 2**-CALIBRATION_DECAY before its own are added: the
+# temperature follows the last few hundred segments. Costs are integers (1/16 bit): exact.
+CALIBRATION_DECAY = 8
 
 
 def _has_cache_methods(module: nn.Module) -> bool:
     return callable(getattr(module, "prefill", None)) and callable(getattr(module, "step", None))
+
+
+def _shared(method):
+    """A cached property kept in the learner's `compiled` dict, which the learner's copies for
+    other estimator settings (`with_estimator`) share: one set of compiled functions per model."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def get(self):
+        if name not in self.compiled:
+            self.compiled[name] = method(self)
+        return self.compiled[name]
+
+    return property(get)
+
+
+# Fields that decide only which segments a pass trains on and codes, and how often, not what
+# the compiled functions compute.
+ESTIMATOR_FIELDS = ("blocks", "block_tokens", "block_init", "epochs", "early_stop", "updates", "replay_buffer", "replay_steps")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -46,6 +75,12 @@ class Learner:
     module: nn.Module
     optimizer: optax.GradientTransformation
     devices: int = 1  # the B streams are split over this many local devices
+    compiled: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def with_estimator(self, config: Config) -> Learner:
+        """This learner, sharing its compiled functions, for a config that differs from its own
+        in ESTIMATOR_FIELDS only."""
+        return dataclasses.replace(self, config=config)
 
     @classmethod
     def create(
@@ -69,30 +104,37 @@ class Learner:
             return jitted
         return lambda *args: jitted(*(_global(arg, sharding) for arg, sharding in zip(args, inputs, strict=True)))
 
-    @functools.cached_property
+    @_shared
     def train(self):
         """(state, window (B,M+T), targets (B,T), mask (B,T), counts) -> (new state, bits (B,T)
         before it, coder weights (B,T,V) before it)."""
         return self._jit(self._train, "RBBBB", "RRR", donate_argnums=0)
 
-    @functools.cached_property
+    @_shared
+    def score(self):
+        """(state, window, targets, mask, counts) -> (bits (B,T), coder weights (B,T,V)) of the
+        state's scoring parameters, with no update: a block-wise code's frozen model."""
+        return self._jit(self._score, "RBBBB", "RR")
+
+    @_shared
     def prefill(self):
         """(params, memory (B,M)) -> cache for the segment that follows the memory."""
         return self._jit(self._prefill_cached if _has_cache_methods(self.module) else self._prefill_window, "RB", "B")
 
-    @functools.cached_property
+    @_shared
     def prepare(self):
-        """params -> the variables `step` reads, made once per segment: the module's parameters
-        and, for this package's model, every kernel in the form its products read (ops.prepare_kernel)."""
+        """state -> the variables `step` reads, made once per segment: the scoring parameters,
+        for this package's model every kernel in the form its products read (ops.prepare_kernel),
+        and with calibration the temperature."""
         return self._jit(self._prepare, "R", "R")
 
-    @functools.cached_property
+    @_shared
     def step(self):
         """(prepared variables, cache, tokens (B,), window position, counts) -> (coder weights (B,V) float32, cache)."""
         step = self._step_cached if _has_cache_methods(self.module) else self._step_window
         return self._jit(step, "RBBRB", "RB", donate_argnums=1)
 
-    @functools.cached_property
+    @_shared
     def init(self):
         """() -> the initial TrainState, from the config's seed."""
         return self._jit(self._init, "", "R")
@@ -108,7 +150,7 @@ class Learner:
         key = jax.random.key(c.seed, impl="threefry2x32")  # named: the default implementation is a user setting
         return self.module.init(key, *((tokens,) if counts is None else (tokens, counts)))
 
-    @functools.cached_property
+    @_shared
     def _unravel(self):
         """With exact numerics the state holds the parameters as one flat vector: the update is
         then one elementwise computation, where per array XLA would compile a copy of it for each."""
@@ -127,44 +169,90 @@ class Learner:
         params = self._module_params()
         if self.config.numerics == "exact":
             params = ravel_pytree(params)[0]
-        return TrainState(params, self.optimizer.init(params))
+        ema = params if self.config.ema_decay else None
+        calibration = jnp.zeros(len(TEMPERATURES), jnp.int32) if self.config.calibrate else None
+        return TrainState(params, self.optimizer.init(params), ema, calibration)
+
+    def scoring_params(self, state: TrainState) -> Any:
+        """The parameters that score: their moving average, or the trained ones."""
+        return state.ema if self.config.ema_decay else state.params
 
     def _apply(self, params: Any, window: jax.Array, counts: jax.Array | None) -> jax.Array:
         args = (window,) if counts is None else (window, counts)  # a user's module takes tokens only
         return self.module.apply(self.tree(params), *args)
 
+    def _logits(self, params: Any, window: jax.Array, counts: jax.Array | None) -> jax.Array:
+        return self._apply(params, window, counts)[:, -self.config.segment :]
+
     def segment_scores(self, params: Any, window: jax.Array, targets: jax.Array, counts: jax.Array | None = None):
         """(-log2 p of each target (B, T), the coder weights (B, T, V)) given the window (B, M+T)
         of inputs before the targets and, with count models, their counts (B, T, K, V)."""
-        logits = self._apply(params, window, counts)[:, -self.config.segment :]
-        bits, weights = self.ops.bits_and_weights(logits, targets)
+        bits, weights = self.ops.bits_and_weights(self._logits(params, window, counts), targets)
         return bits, weights.astype(jnp.float32)  # what the coder takes (exact: integers below 2**23)
+
+    def _calibrated(self, logits: jax.Array, targets: jax.Array, mask: jax.Array, calibration: jax.Array):
+        """The bits and coder weights at the temperature that cost least so far, and the costs
+        with this segment's added: every temperature of the grid is scored on it."""
+        scored = [self.ops.bits_and_weights(self.ops.times(logits, factor), targets) for factor in TEMPERATURES]
+        bits = jnp.stack([b for b, _ in scored])
+        chosen = jnp.argmin(calibration)  # the first of equal costs
+        cost = jnp.sum(jnp.where(mask, jnp.round(bits * 16), 0.0).astype(jnp.int32), axis=(1, 2))  # bits: multiples of 2**-16
+        weights = jnp.stack([w for _, w in scored])[chosen].astype(jnp.float32)
+        return bits[chosen], weights, calibration - (calibration >> CALIBRATION_DECAY) + cost
+
+    def _score(self, state: TrainState, window: jax.Array, targets: jax.Array, mask: jax.Array, counts: jax.Array | None = None):
+        logits = self._logits(self.scoring_params(state), window, counts)
+        if self.config.calibrate:
+            return self._calibrated(logits, targets, mask, state.calibration)[:2]
+        bits, weights = self.ops.bits_and_weights(logits, targets)
+        return bits, weights.astype(jnp.float32)
 
     def _train(self, state: TrainState, window: jax.Array, targets: jax.Array, mask: jax.Array, counts: jax.Array | None = None):
         def loss(params):
-            bits, weights = self.segment_scores(params, window, targets, counts)
+            logits = self._logits(params, window, counts)
+            bits, weights = self.ops.bits_and_weights(logits, targets)
             if self.ops.name == "exact":  # a sum scaled by a power of two near 1 / tokens: exact
                 total = jnp.sum(jnp.where(mask, bits, 0.0)) * 2.0 ** -max((self.config.streams * self.config.segment).bit_length() - 1, 0)
             else:
                 total = jnp.sum(bits * mask) / jnp.maximum(jnp.sum(mask), 1)
-            return total, (bits, weights)
+            return total, (bits, weights.astype(jnp.float32), logits)
 
-        (_, (bits, weights)), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+        (_, (bits, weights, logits)), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-        return TrainState(optax.apply_updates(state.params, updates), opt_state), bits, weights
+        params = optax.apply_updates(state.params, updates)
+        c = self.config
+        calibration = state.calibration
+        if c.ema_decay:  # the average scores, before it moves towards the new parameters
+            logits = self._logits(state.ema, window, counts)
+            if not c.calibrate:
+                bits, weights = self.segment_scores(state.ema, window, targets, counts)
+        if c.calibrate:
+            bits, weights, calibration = self._calibrated(logits, targets, mask, calibration)
+        ema = moving_average(state.ema, params, c.ema_decay) if c.ema_decay else None
+        return TrainState(params, opt_state, ema, calibration), bits, weights
 
-    def _prepare(self, params: Any) -> Any:
-        variables = self.tree(params)
-        if not _has_cache_methods(self.module):
-            return variables
-        return {**variables, "prepared": _kernels(variables["params"], self.ops.prepare_kernel)}
+    def _prepare(self, state: TrainState) -> Any:
+        variables = self.tree(self.scoring_params(state))
+        if _has_cache_methods(self.module):
+            variables = {**variables, "prepared": _kernels(variables["params"], self.ops.prepare_kernel)}
+        if self.config.calibrate:
+            variables = {**variables, "temperature": jnp.argmin(state.calibration)}
+        return variables
+
+    def _coder_weights(self, variables: Any, logits: jax.Array) -> jax.Array:
+        """The step's coder weights, at the calibrated temperature when there is one."""
+        if "temperature" in variables:
+            branches = [lambda x, factor=factor: self.ops.times(x, factor) for factor in TEMPERATURES]
+            logits = jax.lax.switch(variables["temperature"], branches, logits)
+        return self.ops.coder_weights(logits)
 
     def _prefill_cached(self, params: Any, memory: jax.Array) -> Any:
         return self.module.apply(self.tree(params), memory, method="prefill")
 
     def _step_cached(self, variables: Any, cache: Any, tokens: jax.Array, pos: jax.Array, counts: jax.Array | None = None):
-        logits, cache = self.module.apply(variables, tokens, pos, cache, counts, method="step")
-        return self.ops.coder_weights(logits), cache
+        module_variables = {k: v for k, v in variables.items() if k != "temperature"}
+        logits, cache = self.module.apply(module_variables, tokens, pos, cache, counts, method="step")
+        return self._coder_weights(variables, logits), cache
 
     # A module without a cache is run on the whole window each step; positions not yet coded hold
     # the start symbol on both sides, so encoder and decoder still see identical inputs.
@@ -174,8 +262,9 @@ class Learner:
 
     def _step_window(self, variables: Any, window: jax.Array, tokens: jax.Array, pos: jax.Array, counts: None = None):
         window = jax.lax.dynamic_update_slice_in_dim(window, tokens[:, None], pos, axis=1)
-        logits = jax.lax.dynamic_index_in_dim(self.module.apply(variables, window), pos, axis=1, keepdims=False)
-        return self.ops.coder_weights(logits), window
+        module_variables = {k: v for k, v in variables.items() if k != "temperature"}
+        logits = jax.lax.dynamic_index_in_dim(self.module.apply(module_variables, window), pos, axis=1, keepdims=False)
+        return self._coder_weights(variables, logits), window
 
 
 def _kernels(params: dict, prepare) -> dict:
@@ -211,7 +300,9 @@ def learner_for(
         raise ConfigError("a user's module takes tokens only: set count_orders, count_words and match_model to 0")
     if config.streams % devices:
         raise ConfigError(f"{config.streams} streams cannot be split evenly over {devices} devices: choose a divisor of {config.streams}")
-    return _cached_learner(config, module, optimizer, devices)  # positional, so every call shares one cache key
+    model = config.replace(**{name: getattr(Config, name) for name in ESTIMATOR_FIELDS})
+    learner = _cached_learner(model, module, optimizer, devices)  # positional, so every call shares one cache key
+    return learner if model == config else learner.with_estimator(config)
 
 
 @functools.lru_cache(maxsize=16)
@@ -241,9 +332,9 @@ def fingerprint(learner: Learner) -> bytes:
     h = hashlib.blake2b(digest_size=8)
     state = learner.init()
     for _ in range(2):
-        cache = learner.prefill(state.params, window[:, : c.memory])
+        cache = learner.prefill(learner.scoring_params(state), window[:, : c.memory])
         first_counts = None if counts is None else counts[:, 0]
-        probs, _ = learner.step(learner.prepare(state.params), cache, window[:, c.memory], c.memory, first_counts)
+        probs, _ = learner.step(learner.prepare(state), cache, window[:, c.memory], c.memory, first_counts)
         h.update(np.asarray(probs).tobytes())
         state, bits, weights = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
         h.update(np.asarray(bits).tobytes() + np.asarray(weights).tobytes() + params_digest(state.params))

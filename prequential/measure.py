@@ -29,7 +29,7 @@ from prequential.config import Config, resolve
 from prequential.errors import ConfigError
 from prequential.learner import Learner, learner_for
 from prequential.numerics import Numerics
-from prequential.replay import Carry, Layout, Progress, replay, train_pass
+from prequential.replay import Carry, Layout, Progress, code_blocks, coder_blocks, passes, replay, train_pass
 from prequential.store import ArrayStore, as_tokens
 
 SCHEMA = "prequential.measure/1"
@@ -41,8 +41,8 @@ class MeasureResult:
 
     n_tokens: int
     vocab_size: int
-    segment_bits: np.ndarray  # bits spent on each segment's tokens (all streams)
-    segment_tokens: np.ndarray  # tokens in each segment
+    segment_bits: np.ndarray  # bits spent on each segment's tokens (all streams), or each block's (a block-wise code)
+    segment_tokens: np.ndarray  # tokens in each segment, or block
     code_bytes: int  # L(code): the replay code and model source, LZMA-compressed
     container_bytes: int  # what a compressed file adds: header and block framing
     scoring: str  # "teacher-forced", or "step-wise" for a module that is not causal
@@ -96,6 +96,16 @@ class MeasureResult:
             ("sum of losses", f"{self.data_bits:,.1f}", "bits", f"{self.data_bits / n:.4f} bits/{unit}"),
             ("total", f"{self.total_bits:,.1f}", "bits", f"{self.total_bits / n:.4f} bits/{unit}"),
         ]
+        if self.config.get("blocks") or self.config.get("block_tokens"):
+            rows += [
+                (
+                    f"block {i + 1}",
+                    f"{bits:,.1f}",
+                    "bits",
+                    f"{tokens:,} tokens, {bits / max(tokens, 1):.4f} bits/{unit}" + (", uniform" if not i else ""),
+                )
+                for i, (bits, tokens) in enumerate(zip(self.segment_bits, self.segment_tokens, strict=True))
+            ]
         rows += [(name, f"{bits:,.1f}", "bits", f"{bits / n:.4f} bits/{unit}") for name, bits in self.baselines.items()]
         if self.given:
             g = self.given
@@ -133,7 +143,7 @@ def container_bytes(config: Config, n_tokens: int) -> int:
     numerics = Numerics("cpu", "cpu", 1, bytes(4))
     dummy = container.Header(0, n_tokens, bytes(32), accounting.package_version(), bytes(4), bytes(4), numerics, bytes(8), config)
     framing = 0
-    for plan in Layout(n_tokens, config.streams, config.segment).blocks(config):
+    for plan in coder_blocks(config, n_tokens):
         # The word count's varint is sized for the most words a block can hold: an upper bound.
         framing += container.block_framing_bytes(plan.max_words, plan.n_sync, plan.last)
     return len(container.encode_header(dummy)) + framing
@@ -146,9 +156,15 @@ def _score(
     progress: Progress | None,
     carry: Carry | None,
     saver: checkpoints.Checkpointer | None = None,
+    online: bool = False,
 ):
-    layout = Layout(len(tokens), learner.config.streams, learner.config.segment)
+    """(bits, tokens) per segment, or per block of a block-wise code (unless `online`: training
+    on given data is one online pass, as in compress), and the state it leaves."""
     store = ArrayStore(tokens)
+    if learner.config.block_wise and not online:
+        bits, carry = code_blocks(learner, len(tokens), store, None if causal else Scorer(), progress, carry)
+        return bits, np.array([p.size for p in passes(learner.config, len(tokens))]), carry
+    layout = Layout(len(tokens), learner.config.streams, learner.config.segment)
     resume = checkpoints.load(saver.path, saver.identity, learner)[1] if saver and saver.path.exists() else None
     hook = (lambda block_end: saver.maybe_save(block_end, {})) if saver else None
     if causal:
@@ -182,6 +198,8 @@ def measure(
     causal = check_module(learner) if module is not None else True
     prior = as_tokens(given, config.vocab_size) if given is not None else None
     saver = None
+    if checkpoint is not None and not config.resumable:
+        raise ConfigError("checkpoints are for the one-pass online code without a replay buffer: drop the checkpoint")
     if checkpoint is not None:
         given_hex = None if prior is None else hashlib.sha256(prior.tobytes()).hexdigest()
         sha256 = hashlib.sha256(tokens.tobytes()).hexdigest()
@@ -189,7 +207,7 @@ def measure(
         saver = checkpoints.Checkpointer(checkpoint, identity, checkpoint_interval)
     carry, given_info = None, None
     if prior is not None and not (saver and saver.path.exists()):  # a checkpoint already holds what X taught
-        carry = _score(learner, prior, causal, None, None)[2]
+        carry = _score(learner, prior, causal, None, None, online=True)[2]
     bits, per_segment, _ = _score(learner, tokens, causal, progress, carry, saver)
     if saver is not None:
         saver.remove()

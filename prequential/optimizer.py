@@ -75,6 +75,12 @@ def _average(mean: jax.Array, value: jax.Array, beta: float) -> jax.Array:
     return mean + _times(value - mean, 1 - beta)
 
 
+def moving_average(average: Any, params: Any, decay: float) -> Any:
+    """The exponential moving average of parameters, moved one update towards `params`: the
+    same exact arithmetic as Adam's moments, array by array."""
+    return jax.tree_util.tree_map(lambda mean, value: _average(mean, value, decay), average, params)
+
+
 def _log_one_minus(power: jax.Array) -> jax.Array:
     """log2(1 - p) for p = power / 2**30 < 1: Adam's bias correction, with p = beta**t."""
     return (im.log2_fixed(jnp.maximum((1 << 30) - power, 1)) - (30 << im.LOG_FRAC)) << (FRAC - im.LOG_FRAC)

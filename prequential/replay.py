@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
+import jax
 import numpy as np
 
 from prequential.coder import Coder
@@ -25,7 +27,7 @@ from prequential.config import Config
 from prequential.counts import ContextCounts
 from prequential.errors import DesyncError
 from prequential.learner import Learner, TrainState, params_digest
-from prequential.store import TokenStore
+from prequential.store import OffsetStore, TokenStore
 
 # Called after each segment with (tokens done, bits spent so far).
 Progress = Callable[[int, float], None]
@@ -201,6 +203,7 @@ def replay(
     on_block: OnBlock | None = None,
     resume: BlockEnd | None = None,
     record_segments: bool = False,
+    learn: bool = True,
 ) -> ReplayResult:
     """Run the seeded online training over the stream: score each segment, code it, train on it.
 
@@ -212,7 +215,8 @@ def replay(
     weights are the ones `train` then computes. With native numerics an encoder steps too, so
     that both sides run the same compiled functions in the same order.
     `carry` continues from a pass over other data; `on_block` sees a block_end after every
-    block; `resume` goes on from one; `record_segments` keeps the bits per segment.
+    block; `resume` goes on from one; `record_segments` keeps the bits per segment; without
+    `learn`, the model only scores (a block-wise code's frozen model).
     """
     config = learner.config
     T = config.segment
@@ -222,6 +226,7 @@ def replay(
     begin = _begin(learner, layout, carry, resume, record_segments)
     state, counts, ideal_bits, segment_bits = begin.carry.state, begin.carry.counts, begin.ideal_bits, begin.segment_bits
     window = _Window(layout, tokens, begin.next_segment, config.memory, config.vocab_size)
+    buffer = _ReplayBuffer(config.replay_buffer) if config.replay_steps else None
     segment_counts = None
     for block in layout.blocks(config):
         if block.segments.stop <= begin.next_segment:
@@ -235,10 +240,15 @@ def replay(
             segment = np.zeros((layout.streams, T), np.int32) if decodes else layout.read(tokens, first, first + T)
             if counts is not None:
                 segment_counts = _segment_counts(config, layout.streams)
-            used = _step_through(learner, state.params, window, counts, segment_counts, coder if step_wise else None, segment, valid, steps)
+            used = _step_through(learner, state, window, counts, segment_counts, coder if step_wise else None, segment, valid, steps)
             if decodes:
                 layout.write(tokens, first, segment)
-            state, train_bits, weights = learner.train(state, window.model_inputs(), segment, valid, segment_counts)
+            inputs = window.model_inputs()
+            if learn:
+                state, train_bits, weights = learner.train(state, inputs, segment, valid, segment_counts)
+                state = _more_updates(learner, state, buffer, s, (inputs, segment, valid, segment_counts))
+            else:
+                train_bits, weights = learner.score(state, inputs, segment, valid, segment_counts)
             # The bits of the weights coded: exact, the training step's (multiples of 2**-16, so
             # their float64 sum is exact); native step-wise, those of the step's float weights.
             bits = _coded_bits(used, segment, valid) if step_wise and not exact else float(np.asarray(train_bits, np.float64)[valid].sum())
@@ -262,7 +272,9 @@ def replay(
     return ReplayResult(ideal_bits, segment_bits, Carry(state, counts))
 
 
-def _step_through(learner: Learner, params, window: _Window, counts, segment_counts, coder: Coder | None, segment, valid, steps: int):
+def _step_through(
+    learner: Learner, state: TrainState, window: _Window, counts, segment_counts, coder: Coder | None, segment, valid, steps: int
+):
     """Go through one segment a position at a time: look up its counts, and with a coder score
     the position step-wise and code it; then enter its tokens in the window and the counts.
     Returns the weights the coder was given (B, T, V), or None without a coder (the tokens are
@@ -270,8 +282,8 @@ def _step_through(learner: Learner, params, window: _Window, counts, segment_cou
     config = learner.config
     M = config.memory
     if coder is not None:
-        cache = learner.prefill(params, window.model_inputs()[:, :M])
-        variables = learner.prepare(params)
+        cache = learner.prefill(learner.scoring_params(state), window.model_inputs()[:, :M])
+        variables = learner.prepare(state)
         used = np.zeros((segment.shape[0], config.segment, config.vocab_size), np.float32)
     found = None
     for i in range(steps):
@@ -288,6 +300,36 @@ def _step_through(learner: Learner, params, window: _Window, counts, segment_cou
         if counts is not None:
             counts.update(found, active, coded)
     return used if coder is not None else None
+
+
+class _ReplayBuffer:
+    """The training inputs of the last `size` segments, for steps on earlier data (Bornschein et
+    al. 2022's replay buffer). Both sides hold the same segments and draw the same ones."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.entries = size, []
+
+    def add(self, entry: tuple) -> None:
+        self.entries = [*self.entries[-(self.size - 1) :], entry] if self.size > 1 else [entry]
+
+    def draw(self, seed: int, segment: int, count: int) -> list[tuple]:
+        """`count` segments drawn uniformly from the buffer, from the seed and the segment's
+        index: numpy's PCG64 gives the same integers on every platform."""
+        picks = np.random.default_rng([seed, segment]).integers(0, len(self.entries), count)
+        return [self.entries[i] for i in picks]
+
+
+def _more_updates(learner: Learner, state: TrainState, buffer: _ReplayBuffer | None, segment: int, entry: tuple) -> TrainState:
+    """After the step that scored the segment: the config's further steps on it, then steps on
+    segments replayed from the buffer (which it then joins)."""
+    config = learner.config
+    for _ in range(config.updates - 1):
+        state = learner.train(state, *entry)[0]
+    if buffer is not None:
+        buffer.add(entry)
+        for replayed in buffer.draw(config.seed, segment, config.replay_steps):
+            state = learner.train(state, *replayed)[0]
+    return state
 
 
 def _coded_bits(weights: np.ndarray, tokens: np.ndarray, valid: np.ndarray) -> float:
@@ -311,3 +353,145 @@ def train_pass(
     (bits per segment, the state it hands on). It is `replay` without a coder."""
     result = replay(learner, layout, tokens, None, progress, carry, record_segments=True, **options)
     return result.segment_bits, result.carry
+
+
+# --- the block-wise code (Voita & Titov 2020; Blier & Ollivier 2018) ----------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Pass:
+    """Tokens [start, stop) of the input, coded in one go: online (the whole input, learning as
+    it goes), uniformly (a block-wise code's first block), or by a frozen model trained on the
+    tokens before `start` (its later blocks)."""
+
+    start: int
+    stop: int
+    kind: str  # "online", "uniform" or "frozen"
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+def block_bounds(config: Config, n_tokens: int) -> list[int]:
+    """Where the blocks end: the config's fractions of n_tokens (rounded down) or token counts,
+    then n_tokens; blocks that would be empty are dropped."""
+    cuts = [math.floor(f * n_tokens) for f in config.blocks] if config.blocks else list(config.block_tokens)
+    bounds: list[int] = []
+    for cut in [*cuts, n_tokens]:
+        cut = min(cut, n_tokens)
+        if cut > (bounds[-1] if bounds else 0):
+            bounds.append(cut)
+    return bounds
+
+
+def passes(config: Config, n_tokens: int) -> list[Pass]:
+    """The passes that code an input of n_tokens: one online pass, or a block-wise code's blocks."""
+    if not config.block_wise:
+        return [Pass(0, n_tokens, "online")]
+    bounds = block_bounds(config, n_tokens)
+    return [Pass(a, b, "frozen" if a else "uniform") for a, b in zip([0, *bounds], bounds, strict=False)]
+
+
+def coder_blocks(config: Config, n_tokens: int) -> Iterator[BlockPlan]:
+    """Every coder block of a file, in order: what a reader needs to parse it without decoding.
+    Each pass ends with a last block, which records that pass's ideal bits."""
+    for p in passes(config, n_tokens):
+        if p.kind == "uniform":
+            yield BlockPlan(range(0), 0, True, p.size + 8)
+        else:
+            yield from Layout(p.size, config.streams, config.segment).blocks(config)
+
+
+_UNIFORM_CHUNK = 4096  # tokens a uniform call codes at once (bounds the weights array)
+
+
+def _code_uniform(coder: Coder | None, tokens: TokenStore, n_tokens: int, vocab_size: int) -> float:
+    """Code n_tokens with the uniform distribution; return their bits, n log2 V."""
+    if coder is not None:
+        coder.begin_block(0, True, n_tokens + 8)
+        for start in range(0, n_tokens, _UNIFORM_CHUNK):
+            count = min(_UNIFORM_CHUNK, n_tokens - start)
+            known = np.zeros(count, np.int32) if coder.decodes else tokens.read(start, count)
+            coded = coder.code(np.ones((count, vocab_size), np.float32), known)
+            if coder.decodes:
+                tokens.write(start, coded)
+    bits = n_tokens * math.log2(vocab_size)
+    if coder is not None:
+        coder.end_block(bits)
+    return bits
+
+
+def _train_on(learner: Learner, tokens: TokenStore, n_tokens: int, state: TrainState) -> Carry:
+    """Train on tokens [0, n_tokens) for the config's epochs, each a pass in the online order
+    with counts from zero (so the model sees the counts it sees online); stop early when the
+    config's rule says so. Returns the state and the counts of the last pass."""
+    config = learner.config
+    layout = Layout(n_tokens, config.streams, config.segment)
+    previous = math.inf
+    for _ in range(config.epochs):
+        bits, carry = train_pass(learner, layout, tokens, carry=Carry(state, new_counts(config, layout.streams)))
+        state, loss = carry.state, float(bits.sum())
+        if config.early_stop and previous - loss < config.early_stop * previous:
+            break
+        previous = loss
+    return carry
+
+
+def _copy_state(state: TrainState) -> TrainState:
+    """A copy of a state whose buffers a training step may not consume (`train` donates its own)."""
+    return jax.tree_util.tree_map(lambda leaf: leaf.copy(), state)
+
+
+def code_blocks(
+    learner: Learner,
+    n_tokens: int,
+    tokens: TokenStore,
+    coder: Coder | None = None,
+    progress: Progress | None = None,
+    carry: Carry | None = None,
+) -> tuple[np.ndarray, Carry | None]:
+    """The block-wise code: the first block uniform, then each block scored (and coded) by a
+    model trained on all blocks before it, from the seed (or from `carry`, what training on given
+    data left) or, with block_init "continue", from the model of the block before. Returns the
+    bits of each block and the last block's state and counts."""
+    config = learner.config
+    origin = carry.state if carry is not None else None
+    bits, state, last = [], None, None
+    for p in passes(config, n_tokens):
+        store = OffsetStore(tokens, p.start)
+        if p.kind == "uniform":
+            bits.append(_code_uniform(coder, store, p.size, config.vocab_size))
+        else:
+            if state is None or config.block_init == "seed":
+                state = learner.init() if origin is None else _copy_state(origin)
+            last = _train_on(learner, tokens, p.start, state)
+            state = last.state
+            shown = None if progress is None else functools.partial(_offset_progress, progress, p.start, sum(bits))
+            bits.append(replay(learner, Layout(p.size, config.streams, config.segment), store, coder, shown, last, learn=False).ideal_bits)
+        if progress is not None:
+            progress(p.stop, sum(bits))
+    return np.array(bits), last
+
+
+def _offset_progress(progress: Progress, tokens_before: int, bits_before: float, tokens: int, bits: float) -> None:
+    progress(tokens_before + tokens, bits_before + bits)
+
+
+def code(
+    learner: Learner,
+    n_tokens: int,
+    tokens: TokenStore,
+    coder: Coder,
+    progress: Progress | None = None,
+    carry: Carry | None = None,
+    **options,
+) -> np.ndarray:
+    """Code (or decode) a whole input with the config's estimator; return the ideal bits of each
+    pass (one online pass, or each block). `options` (on_block, resume) are the online replay's:
+    a block-wise code has no checkpoints."""
+    config = learner.config
+    if config.block_wise:
+        return code_blocks(learner, n_tokens, tokens, coder, progress, carry)[0]
+    layout = Layout(n_tokens, config.streams, config.segment)
+    return np.array([replay(learner, layout, tokens, coder, progress, carry, **options).ideal_bits])

@@ -55,6 +55,19 @@ class FileStore:
             raise PrequentialError("short write to the output file (is the disk full?)")
 
 
+class OffsetStore:
+    """The tokens of another store from `offset` on: one block of a block-wise code."""
+
+    def __init__(self, store: TokenStore, offset: int) -> None:
+        self.store, self.offset = store, offset
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        return self.store.read(self.offset + start, count)
+
+    def write(self, start: int, tokens: np.ndarray) -> None:
+        self.store.write(self.offset + start, tokens)
+
+
 def as_tokens(data: bytes | np.ndarray, vocab_size: int) -> np.ndarray:
     """Bytes, or an integer array whose values are all below `vocab_size`, as int32 tokens."""
     tokens = np.frombuffer(data, np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data)

@@ -200,7 +200,7 @@ def test_corrupt_file_leaves_no_output(packed):
         (["-T", "64", "x"], "64 CPU thread(s) asked for"),
         (["compress", "--bogus", "x"], "unrecognized arguments: --bogus"),
         ([], "required: COMMAND"),
-        (["compare", "x"], "one of the arguments --presets --configs is required"),
+        (["compare", "x", "--estimators", "bogus"], "unknown estimator 'bogus'"),
         (["-dt", "x.pq"], "give one of -z, -d, -t, -l, not -d and -t"),
         (["-o", "out.pq", "x", "notes.txt"], "-o/-c: for one FILE only, not 2"),
         (["-c", "x", "notes.txt"], "-o/-c: for one FILE only, not 2"),  # a .pq holds one file

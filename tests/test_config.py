@@ -59,5 +59,6 @@ def test_compact_form_round_trips_and_is_short_for_presets():
 
 
 def test_every_field_has_bounds():
-    bounded = set(configs._INT_BOUNDS) | set(configs._FLOAT_BOUNDS) | {"numerics"}  # numerics: one of NUMERICS
+    # numerics and block_init: one of a list; blocks and block_tokens: checked element by element.
+    bounded = set(configs._INT_BOUNDS) | set(configs._FLOAT_BOUNDS) | {"numerics", "block_init", "blocks", "block_tokens"}
     assert bounded == {f.name for f in dataclasses.fields(Config)}

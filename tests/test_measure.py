@@ -135,7 +135,7 @@ def test_cli_compare_names_crossings_and_draws(tmp_path):
         (["measure", "missing.txt"], "cannot read"),
         (["measure", "--preset", "huge", "y.txt"], "unknown preset 'huge'"),
         (["measure", "--config", "neg.toml", "y.txt"], "d_model"),
-        (["compare", "y.txt"], "--presets --configs"),
+        (["compare", "y.txt", "--estimators", "nope"], "unknown estimator 'nope'"),
     ],
 )
 def test_cli_measure_bad_input(tmp_path, args, needle):
