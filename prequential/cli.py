@@ -835,10 +835,15 @@ def _use_compilation_cache() -> None:
     """Keep XLA's compiled programs on disk (PREQUENTIAL_CACHE, default ~/.cache/prequential/xla;
     "off" for none): compiling a learner takes seconds, loading it a fraction of one. Results do
     not depend on it: the cache holds programs compiled for this machine and these settings."""
+    import jax  # imported already (api imports flax); its config, not the environment, is read from now on
+
     home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     where = os.environ.get("PREQUENTIAL_CACHE") or str(home / "prequential" / "xla")
     if where != "off" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = where
+        jax.config.update("jax_compilation_cache_dir", where)
+        # Every program: below JAX's default threshold (1 s of XLA compile) are most of the
+        # learner's, whose time goes to tracing and lowering, which the cache does not skip.
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def main(argv: list[str] | None = None) -> int:

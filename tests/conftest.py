@@ -15,6 +15,7 @@ ALL_CORES = sorted(os.sched_getaffinity(0))  # captured before any test pins thi
 # One persistent compilation cache for this process and every command it starts: the same
 # programs are compiled once per session, not once per process.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).parents[1] / ".pytest_cache" / "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # as the command does: keep every program
 if shutil.which("taskset") is None:  # util-linux; every Debian-like machine has it
     raise RuntimeError("the tests need taskset (package util-linux) to set the CPU affinity of the processes they start")
 SAMPLE = (Path(__file__).parents[1] / "prequential" / "data" / "sample.txt").read_bytes()
