@@ -38,6 +38,9 @@ class TimedLearner:
     def init(self):
         return self.learner.init()
 
+    def __getattr__(self, name: str):  # everything else (prepare, score, scoring_params, ...) untimed
+        return getattr(self.learner, name)
+
     def _timed(self, name: str, *args):
         import jax
 

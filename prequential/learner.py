@@ -118,7 +118,7 @@ class Learner:
 
     @_shared
     def prefill(self):
-        """(params, memory (B,M)) -> cache for the segment that follows the memory."""
+        """(prepared variables, memory (B,M)) -> cache for the segment that follows the memory."""
         return self._jit(self._prefill_cached if _has_cache_methods(self.module) else self._prefill_window, "RB", "B")
 
     @_shared
@@ -246,25 +246,28 @@ class Learner:
             logits = jax.lax.switch(variables["temperature"], branches, logits)
         return self.ops.coder_weights(logits)
 
-    def _prefill_cached(self, params: Any, memory: jax.Array) -> Any:
-        return self.module.apply(self.tree(params), memory, method="prefill")
+    def _prefill_cached(self, variables: Any, memory: jax.Array) -> Any:
+        return self.module.apply(_module_variables(variables), memory, method="prefill")
 
     def _step_cached(self, variables: Any, cache: Any, tokens: jax.Array, pos: jax.Array, counts: jax.Array | None = None):
-        module_variables = {k: v for k, v in variables.items() if k != "temperature"}
-        logits, cache = self.module.apply(module_variables, tokens, pos, cache, counts, method="step")
+        logits, cache = self.module.apply(_module_variables(variables), tokens, pos, cache, counts, method="step")
         return self._coder_weights(variables, logits), cache
 
     # A module without a cache is run on the whole window each step; positions not yet coded hold
     # the start symbol on both sides, so encoder and decoder still see identical inputs.
-    def _prefill_window(self, params: Any, memory: jax.Array) -> jax.Array:
+    def _prefill_window(self, variables: Any, memory: jax.Array) -> jax.Array:
         pad = jnp.full((memory.shape[0], self.config.segment), self.config.vocab_size, jnp.int32)
         return jnp.concatenate([memory, pad], axis=1)
 
     def _step_window(self, variables: Any, window: jax.Array, tokens: jax.Array, pos: jax.Array, counts: None = None):
         window = jax.lax.dynamic_update_slice_in_dim(window, tokens[:, None], pos, axis=1)
-        module_variables = {k: v for k, v in variables.items() if k != "temperature"}
-        logits = jax.lax.dynamic_index_in_dim(self.module.apply(module_variables, window), pos, axis=1, keepdims=False)
+        logits = jax.lax.dynamic_index_in_dim(self.module.apply(_module_variables(variables), window), pos, axis=1, keepdims=False)
         return self._coder_weights(variables, logits), window
+
+
+def _module_variables(variables: dict) -> dict:
+    """The Flax collections of prepared variables: all but the calibrated temperature."""
+    return {k: v for k, v in variables.items() if k != "temperature"}
 
 
 def _kernels(params: dict, prepare) -> dict:
@@ -332,9 +335,10 @@ def fingerprint(learner: Learner) -> bytes:
     h = hashlib.blake2b(digest_size=8)
     state = learner.init()
     for _ in range(2):
-        cache = learner.prefill(learner.scoring_params(state), window[:, : c.memory])
+        variables = learner.prepare(state)
+        cache = learner.prefill(variables, window[:, : c.memory])
         first_counts = None if counts is None else counts[:, 0]
-        probs, _ = learner.step(learner.prepare(state), cache, window[:, c.memory], c.memory, first_counts)
+        probs, _ = learner.step(variables, cache, window[:, c.memory], c.memory, first_counts)
         h.update(np.asarray(probs).tobytes())
         state, bits, weights = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
         h.update(np.asarray(bits).tobytes() + np.asarray(weights).tobytes() + params_digest(state.params))

@@ -282,8 +282,8 @@ def _step_through(
     config = learner.config
     M = config.memory
     if coder is not None:
-        cache = learner.prefill(learner.scoring_params(state), window.model_inputs()[:, :M])
         variables = learner.prepare(state)
+        cache = learner.prefill(variables, window.model_inputs()[:, :M])
         used = np.zeros((segment.shape[0], config.segment, config.vocab_size), np.float32)
     found = None
     for i in range(steps):

@@ -138,7 +138,7 @@ def test_teacher_forced_weights_equal_step_wise_ones_with_ema_and_calibration():
     for _ in range(3):  # the EMA and the temperature move away from their start
         state = learner.train(state, window, targets, mask, counts)[0]
     assert int(np.argmin(np.asarray(state.calibration))) != 0 or np.asarray(state.calibration).any()
-    cache = learner.prefill(learner.scoring_params(state), window[:, : config.memory])
+    cache = learner.prefill(learner.prepare(state), window[:, : config.memory])
     stepped = []
     for i in range(config.segment):
         weights, cache = learner.step(learner.prepare(state), cache, window[:, config.memory + i], config.memory + i, counts[:, i])

@@ -214,8 +214,7 @@ def test_teacher_forced_weights_are_the_decoders_step_wise_weights(count_states)
     window = rng.integers(0, 257, (config.streams, config.window), dtype=np.int32)
     targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
     counts = rng.integers(0, 30, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16)
-    params = state.params
-    cache = learner.prefill(params, window[:, : config.memory])
+    cache = learner.prefill(learner.prepare(state), window[:, : config.memory])
     stepped = []
     for i in range(config.segment):
         weights, cache = learner.step(learner.prepare(state), cache, window[:, config.memory + i], config.memory + i, counts[:, i])
