@@ -236,7 +236,8 @@ PRESETS: dict[str, Config] = {
     # Stronger and slower (about 1.1 KB/s): sparse contexts, a third word context, twice the count
     # rows, the full calibration of counts, and one stream updated every 16 tokens (16 times the
     # updates per byte of the default) at a lower learning rate, seeing 48 tokens before its
-    # segment; syncs every 64 K tokens.
+    # segment; syncs every 64 K tokens. Native numerics: with exact ones the full calibration
+    # (count_states 2) breaks down after about 4,000 updates (docs/numerics.md).
     "strong": Config(
         count_sparse=1,
         count_words=2,
@@ -247,6 +248,7 @@ PRESETS: dict[str, Config] = {
         memory=48,
         learning_rate=1e-4,
         sync_segments=4096,
+        numerics="native",
     ),
     # NNCP's default transformer shape (4 layers, d_model 256): much slower, barely stronger here.
     "large": Config(n_layers=4, d_model=256, n_heads=8, d_ff=1024),

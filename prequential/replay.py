@@ -226,7 +226,7 @@ def replay(
     begin = _begin(learner, layout, carry, resume, record_segments)
     state, counts, ideal_bits, segment_bits = begin.carry.state, begin.carry.counts, begin.ideal_bits, begin.segment_bits
     window = _Window(layout, tokens, begin.next_segment, config.memory, config.vocab_size)
-    buffer = _ReplayBuffer(config.replay_buffer) if config.replay_steps else None
+    buffer = ReplayBuffer(config.replay_buffer) if config.replay_steps else None
     segment_counts = None
     for block in layout.blocks(config):
         if block.segments.stop <= begin.next_segment:
@@ -246,12 +246,12 @@ def replay(
             inputs = window.model_inputs()
             if learn:
                 state, train_bits, weights = learner.train(state, inputs, segment, valid, segment_counts)
-                state = _more_updates(learner, state, buffer, s, (inputs, segment, valid, segment_counts))
+                state = more_updates(learner, state, buffer, s, (inputs, segment, valid, segment_counts))
             else:
                 train_bits, weights = learner.score(state, inputs, segment, valid, segment_counts)
             # The bits of the weights coded: exact, the training step's (multiples of 2**-16, so
             # their float64 sum is exact); native step-wise, those of the step's float weights.
-            bits = _coded_bits(used, segment, valid) if step_wise and not exact else float(np.asarray(train_bits, np.float64)[valid].sum())
+            bits = coded_bits(used, segment, valid) if step_wise and not exact else float(np.asarray(train_bits, np.float64)[valid].sum())
             if exact and step_wise:
                 _check_agreement(used, np.asarray(weights), valid, s)
             elif coder is not None and not step_wise:
@@ -302,7 +302,7 @@ def _step_through(
     return used if coder is not None else None
 
 
-class _ReplayBuffer:
+class ReplayBuffer:
     """The training inputs of the last `size` segments, for steps on earlier data (Bornschein et
     al. 2022's replay buffer). Both sides hold the same segments and draw the same ones."""
 
@@ -319,7 +319,7 @@ class _ReplayBuffer:
         return [self.entries[i] for i in picks]
 
 
-def _more_updates(learner: Learner, state: TrainState, buffer: _ReplayBuffer | None, segment: int, entry: tuple) -> TrainState:
+def more_updates(learner: Learner, state: TrainState, buffer: ReplayBuffer | None, segment: int, entry: tuple) -> TrainState:
     """After the step that scored the segment: the config's further steps on it, then steps on
     segments replayed from the buffer (which it then joins)."""
     config = learner.config
@@ -332,7 +332,7 @@ def _more_updates(learner: Learner, state: TrainState, buffer: _ReplayBuffer | N
     return state
 
 
-def _coded_bits(weights: np.ndarray, tokens: np.ndarray, valid: np.ndarray) -> float:
+def coded_bits(weights: np.ndarray, tokens: np.ndarray, valid: np.ndarray) -> float:
     """The sum of -log2 p over the coded positions, p the coder weights normalized (float64)."""
     weights = weights[valid].astype(np.float64)
     chosen = np.maximum(weights[np.arange(len(weights)), tokens[valid]], np.finfo(np.float32).tiny)
@@ -406,7 +406,7 @@ def coder_blocks(config: Config, n_tokens: int) -> Iterator[BlockPlan]:
 _UNIFORM_CHUNK = 4096  # tokens a uniform call codes at once (bounds the weights array)
 
 
-def _code_uniform(coder: Coder | None, tokens: TokenStore, n_tokens: int, vocab_size: int) -> float:
+def code_uniform(coder: Coder | None, tokens: TokenStore, n_tokens: int, vocab_size: int) -> float:
     """Code n_tokens with the uniform distribution; return their bits, n log2 V."""
     if coder is not None:
         coder.begin_block(0, True, n_tokens + 8)
@@ -461,7 +461,7 @@ def code_blocks(
     for p in passes(config, n_tokens):
         store = OffsetStore(tokens, p.start)
         if p.kind == "uniform":
-            bits.append(_code_uniform(coder, store, p.size, config.vocab_size))
+            bits.append(code_uniform(coder, store, p.size, config.vocab_size))
         else:
             if state is None or config.block_init == "seed":
                 state = learner.init() if origin is None else _copy_state(origin)

@@ -40,7 +40,7 @@ from prequential.coder import Coder, Decoder, Encoder
 from prequential.config import Config
 from prequential.errors import ConfigError, FormatError, PrequentialError
 from prequential.learner import Learner, TrainState, params_digest
-from prequential.replay import Layout, _code_uniform, _coded_bits, _more_updates, _ReplayBuffer, passes
+from prequential.replay import Layout, ReplayBuffer, code_uniform, coded_bits, more_updates, passes
 from prequential.store import ArrayStore
 
 SCHEMA = "prequential.labels/1"
@@ -149,7 +149,7 @@ def _code_pass(
     config = learner.config
     B = config.segment
     layout = Layout(stop - start, 1, B)
-    buffer = _ReplayBuffer(config.replay_buffer) if learn and config.replay_steps else None
+    buffer = ReplayBuffer(config.replay_buffer) if learn and config.replay_steps else None
     bits = 0.0
     for block in layout.blocks(config):
         if coder is not None:
@@ -162,10 +162,10 @@ def _code_pass(
             coded = coder.code(weights, known) if coder is not None else known
             if coder is not None and coder.decodes:
                 labels.write(lo, coded)
-            bits += _coded_bits(weights[None], coded[None], np.ones((1, hi - lo), bool))
+            bits += coded_bits(weights[None], coded[None], np.ones((1, hi - lo), bool))
             if learn:
                 entry = (inputs, _targets(coded, B), mask, None)
-                state = _more_updates(learner, learner.train(state, *entry)[0], buffer, s, entry)
+                state = more_updates(learner, learner.train(state, *entry)[0], buffer, s, entry)
             if coder is not None and layout.is_sync_point(s, config.sync_segments):
                 coder.sync(params_digest(state.params), s)
         if coder is not None:
@@ -200,7 +200,7 @@ def _run(learner: Classifier, x: np.ndarray, labels: ArrayStore, n: int, coder: 
     bits, state = [], None
     for index, p in enumerate(passes(config, n)):
         if p.kind == "uniform":
-            bits.append(_code_uniform(coder, labels, p.size, config.vocab_size))
+            bits.append(code_uniform(coder, labels, p.size, config.vocab_size))
             continue
         if state is None or config.block_init == "seed":
             state = learner.init()
