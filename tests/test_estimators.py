@@ -17,7 +17,7 @@ from prequential.config import ESTIMATORS, estimator
 from prequential.errors import ConfigError
 from prequential.learner import TEMPERATURES, learner_for
 from prequential.measure import measure
-from prequential.replay import _ReplayBuffer, block_bounds, passes
+from prequential.replay import ReplayBuffer, block_bounds, passes
 
 DATA = SAMPLE[:1500]
 # The tiny model with the estimators' settings scaled to a short input.
@@ -116,7 +116,7 @@ def test_block_file_lists_each_blocks_bits():
 
 def test_replay_draws_are_the_same_on_both_sides_and_follow_the_seed():
     def draws(seed):
-        buffer = _ReplayBuffer(5)
+        buffer = ReplayBuffer(5)
         for i in range(8):
             buffer.add((i,))
         return [[e[0] for e in buffer.draw(seed, segment, 3)] for segment in range(20)]
