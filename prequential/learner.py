@@ -200,12 +200,16 @@ class Learner:
         weights = jnp.stack([w for _, w in scored])[chosen].astype(jnp.float32)
         return bits[chosen], weights, calibration - (calibration >> CALIBRATION_DECAY) + cost
 
-    def _score(self, state: TrainState, window: jax.Array, targets: jax.Array, mask: jax.Array, counts: jax.Array | None = None):
-        logits = self._logits(self.scoring_params(state), window, counts)
+    def _scores(self, logits: jax.Array, targets: jax.Array, mask: jax.Array, calibration: jax.Array | None):
+        """The bits and coder weights of scoring logits (at the calibrated temperature, when the
+        config calibrates) and the calibration's costs with this segment's added."""
         if self.config.calibrate:
-            return self._calibrated(logits, targets, mask, state.calibration)[:2]
+            return self._calibrated(logits, targets, mask, calibration)
         bits, weights = self.ops.bits_and_weights(logits, targets)
-        return bits, weights.astype(jnp.float32)
+        return bits, weights.astype(jnp.float32), calibration
+
+    def _score(self, state: TrainState, window: jax.Array, targets: jax.Array, mask: jax.Array, counts: jax.Array | None = None):
+        return self._scores(self._logits(self.scoring_params(state), window, counts), targets, mask, state.calibration)[:2]
 
     def _train(self, state: TrainState, window: jax.Array, targets: jax.Array, mask: jax.Array, counts: jax.Array | None = None):
         def loss(params):
@@ -224,10 +228,8 @@ class Learner:
         calibration = state.calibration
         if c.ema_decay:  # the average scores, before it moves towards the new parameters
             logits = self._logits(state.ema, window, counts)
-            if not c.calibrate:
-                bits, weights = self.segment_scores(state.ema, window, targets, counts)
-        if c.calibrate:
-            bits, weights, calibration = self._calibrated(logits, targets, mask, calibration)
+        if c.ema_decay or c.calibrate:  # else the loss's own bits and weights are the scores
+            bits, weights, calibration = self._scores(logits, targets, mask, calibration)
         ema = moving_average(state.ema, params, c.ema_decay) if c.ema_decay else None
         return TrainState(params, opt_state, ema, calibration), bits, weights
 

@@ -432,10 +432,16 @@ def _train_on(learner: Learner, tokens: TokenStore, n_tokens: int, state: TrainS
     for _ in range(config.epochs):
         bits, carry = train_pass(learner, layout, tokens, carry=Carry(state, new_counts(config, layout.streams)))
         state, loss = carry.state, float(bits.sum())
-        if config.early_stop and previous - loss < config.early_stop * previous:
+        if stops_early(config, previous, loss):
             break
         previous = loss
     return carry
+
+
+def stops_early(config: Config, previous: float, loss: float) -> bool:
+    """The block-wise code's early-stop rule: a pass over the earlier blocks lowered the loss of
+    the pass before it by less than the fraction config.early_stop (0: never)."""
+    return bool(config.early_stop) and previous - loss < config.early_stop * previous
 
 
 def _copy_state(state: TrainState) -> TrainState:

@@ -40,7 +40,7 @@ from prequential.coder import Coder, Decoder, Encoder
 from prequential.config import Config
 from prequential.errors import ConfigError, FormatError, PrequentialError
 from prequential.learner import Learner, TrainState, params_digest
-from prequential.replay import Layout, ReplayBuffer, code_uniform, coded_bits, more_updates, passes
+from prequential.replay import Layout, ReplayBuffer, code_uniform, coded_bits, more_updates, passes, stops_early
 from prequential.store import ArrayStore
 
 SCHEMA = "prequential.labels/1"
@@ -188,7 +188,7 @@ def _fit(learner: Classifier, x: np.ndarray, labels: ArrayStore, stop: int, stat
             inputs, mask = _batch(x, rows, B)
             state, bits, _ = learner.train(state, inputs, _targets(y[rows], B), mask, None)
             loss += float(np.asarray(bits, np.float64)[mask].sum())
-        if config.early_stop and previous - loss < config.early_stop * previous:
+        if stops_early(config, previous, loss):
             break
         previous = loss
     return state
