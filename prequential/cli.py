@@ -621,13 +621,12 @@ def _compare(args: argparse.Namespace) -> None:
             for name, config in models.items()
             for est in estimators
         }
-    named = models
     numerics.activate(args.backend, args.threads)
     data = _read_input(args.file)
     if not data:
         raise UsageError(f"{args.file!r} is empty: there is nothing to measure")
     results = {}
-    for name, config in named.items():
+    for name, config in models.items():
         bar = _ProgressBar(len(data), name, args.quiet)
         try:
             results[name] = measure(data, config, baselines=False, progress=bar)
