@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from common import CORPORA, DOCS, jobs_note, per_file, per_file_options, provenance
 
-from prequential.config import preset
+from prequential.config import NO_COUNTS, preset
 from prequential.learner import learner_for
 from prequential.replay import Layout, train_pass
 from prequential.store import ArrayStore
@@ -23,7 +23,7 @@ from prequential.store import ArrayStore
 # The count settings of the first default (2026-11-25), before the count-table levers below.
 OFF = {"lr_decay_tokens": 0}  # the lever of the latest step
 FIRST = {**OFF, "count_rows_log2": 16, "count_limit": 255, "count_decay": 0, "count_alpha": 0.05, "learning_rate": 2.5e-4}
-NONE = {**FIRST, "count_orders": 0, "count_words": 0, "match_model": 0, "learning_rate": 1e-3}
+NONE = {**FIRST, **NO_COUNTS, "learning_rate": 1e-3}
 LATER = {**OFF, "count_alpha": 0.05, "learning_rate": 2.5e-4}  # retuned later
 STEPS = [
     ("transformer alone (Adam beta1 0, beta2 0.9999, lr 1e-3)", NONE),

@@ -15,6 +15,7 @@ PATH). Peers that cannot be found are printed and named in the output. Writes do
 
     python experiments/bench_ratio.py [--presets default,strong|none] [--corpus shared,broad]
         [--prefix whole,100000] [--jobs 2] [--files canterbury/alice29.txt,broad/make,...]
+        [--peers "gzip -9,zpaq -m5,..."|all]
 """
 
 from __future__ import annotations
@@ -208,11 +209,18 @@ def main() -> None:
     parser.add_argument("--broad", default=str(BROAD), help="the folder that experiments/corpus.py built")
     parser.add_argument("--prefix", default="whole", help="comma-separated: whole, or a byte count to cut every file to")
     parser.add_argument("--files", help="comma-separated paths under the corpora, broad/NAME for the broad corpus (default: all)")
+    parser.add_argument("--peers", default="all", help="comma-separated peer names (as in the table), or all")
     per_file_options(parser)
     parser.add_argument("--out", default=str(DOCS / "benchmarks.md"))
     args = parser.parse_args()
     broad = Path(args.broad).resolve()
     found, absent = ensure_peers()
+    if args.peers != "all":
+        chosen = args.peers.split(",")
+        if unknown := set(chosen) - set(PEERS):
+            raise SystemExit(f"unknown peers: {', '.join(sorted(unknown))}; choose from: {', '.join(PEERS)}")
+        found = {name: path for name, path in found.items() if name in chosen}
+        absent = {name: why for name, why in absent.items() if name in chosen}
     if absent:
         print("Peers not found: " + "; ".join(f"{k}: {v}" for k, v in absent.items()), flush=True)
     if args.files:
@@ -226,7 +234,7 @@ def main() -> None:
             files, problems = files + more, problems + notes
     presets = [] if args.presets == "none" else args.presets.split(",")
     prefixes = [0 if size == "whole" else int(size) for size in args.prefix.split(",")]
-    options = ["--presets", args.presets, "--prefix", args.prefix, "--broad", str(broad)]
+    options = ["--presets", args.presets, "--prefix", args.prefix, "--broad", str(broad), "--peers", args.peers]
     results = per_file(__file__, files, args, lambda path: measure_file(path, presets, found, prefixes, broad), options)
     shown = {label(path, broad) for path in files}
     head = "| file | kind | bytes | " + " | ".join([*(f"**{p}**" for p in presets), *found]) + " | best peer |\n"
@@ -239,6 +247,7 @@ def main() -> None:
         f"Bits per byte of the whole output file (our header included), all measured in this run, on {sizes}. "
         "Missing peers: "
         + ("; ".join(f"{k}: {v}" for k, v in absent.items()) or "none")
+        + (f". Not run here (--peers): {', '.join(n for n in PEERS if n not in args.peers.split(','))}" if args.peers != "all" else "")
         + ". Corpus files not measured: "
         + ("; ".join(problems) or "none")
         + "."

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 from prequential.errors import ConfigError
 
 # The modules that define the computation a receiver replays: counted as the model's code.
-REPLAY_MODULES = ("config", "counts", "intmath", "ops", "model", "optimizer", "learner", "coder", "store", "replay")
+REPLAY_MODULES = ("config", "transform", "counts", "intmath", "ops", "model", "optimizer", "learner", "coder", "store", "replay")
 # The libraries whose versions decide the floats; pinned exactly in pyproject.toml.
 NUMERIC_LIBRARIES = ("jax", "jaxlib", "flax", "optax", "constriction", "numpy")
 

@@ -16,6 +16,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,7 +24,7 @@ import flax.linen as nn
 import numpy as np
 import optax
 
-from prequential import accounting, container, numerics
+from prequential import accounting, container, numerics, transform
 from prequential import checkpoint as checkpoints
 from prequential.coder import Decoder, Encoder
 from prequential.config import Config, resolve
@@ -89,6 +90,30 @@ def _open_input(data: Input) -> tuple[TokenStore, int, bytes]:
     sha256 = hashlib.file_digest(data, "sha256").digest()
     n_bytes = data.tell() - start
     return FileStore(data.fileno(), start), n_bytes, sha256
+
+
+def _read_bytes(tokens: TokenStore, start: int, count: int) -> bytes:
+    return tokens.read(start, count).astype(np.uint8).tobytes()
+
+
+@contextlib.contextmanager
+def _coded_tokens(config: Config, tokens: TokenStore, n_bytes: int) -> Iterator[TokenStore]:
+    """The tokens the model codes: the input's, or those of its x86 filter (transform.py),
+    written to a temporary file."""
+    if not transform.applies(config, _read_bytes(tokens, 0, min(n_bytes, 4))):
+        yield tokens
+        return
+    with tempfile.TemporaryFile() as filtered:
+        store = FileStore(filtered.fileno())
+        transform.encode(partial(_read_bytes, tokens), lambda start, data: store.write(start, np.frombuffer(data, np.uint8)), n_bytes)
+        yield store
+
+
+def _unfilter(config: Config, decoded: BinaryIO, n_bytes: int) -> None:
+    """Invert the x86 filter in place, where the encoder applied it."""
+    store = FileStore(decoded.fileno())
+    if transform.applies(config, _read_bytes(store, 0, min(n_bytes, 4))):
+        transform.decode(partial(_read_bytes, store), lambda start, data: store.write(start, np.frombuffer(data, np.uint8)), n_bytes)
 
 
 def _rewound(data: Input, tokens: TokenStore) -> BinaryIO:
@@ -160,7 +185,7 @@ def encode(
         given_hex = given_sha256.hex() if given_sha256 is not None else None
         identity = checkpoints.identity(spec.config, spec.source, sha256.hex(), given_hex, here)
         saver = checkpoints.Checkpointer(checkpoint, identity, checkpoint_interval)
-    with _payload_file(saver) as payload:
+    with _payload_file(saver) as payload, _coded_tokens(spec.config, tokens, n_bytes) as coded:
         coder = Encoder(payload)
         resume = None
         if saver is not None and saver.path.exists():
@@ -181,7 +206,7 @@ def encode(
         pass_bits = np.zeros(0)
         if n_bytes:
             options = {"on_block": hook, "resume": resume} if saver else {}
-            pass_bits = code(spec.learner, n_bytes, tokens, coder, progress, carry, **options)
+            pass_bits = code(spec.learner, n_bytes, coded, coder, progress, carry, **options)
         ideal_bits = float(pass_bits.sum())
         stored = coder.bytes_written >= n_bytes > 0
         if stored:
@@ -342,6 +367,7 @@ def decode(
                 spec = LearnerSpec(header.config, module, optimizer, here.devices)
                 check_fingerprint(header, here, fingerprint(spec.learner))
                 code(spec.learner, header.n_bytes, FileStore(decoded.fileno()), Decoder(source), progress, _prime(spec, given))
+                _unfilter(header.config, decoded, header.n_bytes)
             decoded.seek(0)
             if hashlib.file_digest(decoded, "sha256").digest() != header.sha256:
                 raise FormatError("decoded data fails its SHA-256 check: the file is corrupt")

@@ -32,7 +32,24 @@ from prequential.numerics import Numerics
 from prequential.replay import BlockEnd, Carry, new_counts
 
 # The count table itself is saved as its used rows only (see _used_rows); these are saved whole.
-_COUNT_ARRAYS = ("checks", "context", "word", "previous_words", "recent", "match_table", "match_at", "match_run")
+_COUNT_ARRAYS = (
+    "checks",
+    "context",
+    "word",
+    "previous_words",
+    "recent",
+    "match_table",
+    "match_at",
+    "match_run",
+    "line_start",
+    "above_start",
+    "same_line",
+    "last_seen",
+    "last_gaps",
+    "record_guess",
+    "record_votes",
+    "record",
+)
 
 
 def identity(config: Config, source: bytes, sha256: str, given_sha256: str | None, here: Numerics, **extra: Any) -> dict[str, Any]:

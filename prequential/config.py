@@ -29,8 +29,10 @@ class Config:
     # Count mixing: adaptive counts of the bytes that followed each context of 1..count_orders
     # bytes (counts.py) are mixed into the model's logits with learned, per-position weights.
     count_orders: int = 6  # byte contexts of 1..count_orders bytes
-    count_sparse: int = 0  # 1: also the 2nd last byte, and the 2nd and 3rd last bytes
+    count_sparse: int = 1  # 1: also the 2nd last byte, and the 2nd and 3rd last bytes
     count_words: int = 1  # 1: also the current word, and the previous word with it; 2: also the two previous words with it
+    count_columns: int = 1  # 1: also the byte above (same column, previous line) with the last byte, and with the column
+    count_records: int = 1  # 1: also the bytes one and two detected record lengths back, with the last byte and together
     match_model: int = 1  # 1: also the byte after the last occurrence of the last 8 bytes
     match_window_log2: int = 22  # the match model reads back up to 2**this tokens of each stream
     count_rows_log2: int = 19  # rows of each long-context channel: 2**19 rows of 256 one-byte counts
@@ -39,8 +41,11 @@ class Config:
     count_decay_from: int = 5  # byte contexts this long or longer (and word contexts) decay
     count_alpha: float = 0.025  # additive smoothing of each count distribution
     count_weight: float = 0.3  # initial mixing weight of each channel
-    count_states: int = 0  # calibration of counts per context state (model.py): 0 none, 1 cheap, 2 full
+    count_states: int = 1  # calibration of counts per context state (model.py): 0 none, 1 cheap, 2 full
     count_state_rate: float = 10.0  # how many times faster than the rest those small tables learn
+    # Preprocessing (transform.py): 1 codes executables (ELF, PE, Mach-O) with their x86 call and
+    # jump offsets made absolute, which repeats them.
+    x86_filter: int = 1
     # Schedule: the input is cut into `streams` equal parallel streams; after every `segment`
     # steps the model takes one gradient step on the tokens just coded. Each token attends to the
     # `memory` tokens before its segment plus the segment so far.
@@ -86,7 +91,8 @@ class Config:
     @property
     def count_channels(self) -> int:
         """Count distributions mixed into each prediction (0: no count models)."""
-        return self.count_orders + 2 * self.count_sparse + self.word_channels + self.match_model
+        pairs = self.count_sparse + self.count_columns + self.count_records  # options that add two channels each
+        return self.count_orders + 2 * pairs + self.word_channels + self.match_model
 
     @property
     def word_channels(self) -> int:
@@ -119,7 +125,8 @@ class Config:
             raise ConfigError(f"config field 'learning_rate' must be positive, got {self.learning_rate!r}")
         if self.count_channels and self.vocab_size > 256:
             raise ConfigError(
-                "config fields 'count_orders', 'count_sparse', 'count_words', 'match_model' must be 0 when 'vocab_size' exceeds 256"
+                "config fields 'count_orders', 'count_sparse', 'count_words', 'count_columns', 'count_records', 'match_model' must be 0 "
+                "when 'vocab_size' exceeds 256"
             )
         self._validate_estimator()
         if self.d_model % self.n_heads:
@@ -167,6 +174,8 @@ class Config:
 
 
 NUMERICS = ("exact", "native")
+# The fields that turn every count channel off: a user's module, or a transformer alone.
+NO_COUNTS = {"count_orders": 0, "count_sparse": 0, "count_words": 0, "count_columns": 0, "count_records": 0, "match_model": 0}
 BLOCK_INITS = ("seed", "continue")
 # Voita & Titov's split: 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.25, 12.5, 25, 50 and 100 % of the data.
 VOITA_TITOV_BLOCKS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.0625, 0.125, 0.25, 0.5, 1.0)
@@ -183,6 +192,9 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "count_orders": (0, 7),
     "count_sparse": (0, 1),
     "count_words": (0, 2),
+    "count_columns": (0, 1),
+    "count_records": (0, 1),
+    "x86_filter": (0, 1),
     "match_model": (0, 1),
     "count_rows_log2": (4, 24),
     "match_window_log2": (8, 26),
@@ -233,13 +245,12 @@ PRESETS: dict[str, Config] = {
     "small": Config(n_layers=1, d_model=64, n_heads=2, d_ff=256),
     # Sized for a 2-core CPU: about 6 KB/s on one core.
     "default": Config(),
-    # Stronger and slower (about 1.1 KB/s): sparse contexts, a third word context, twice the count
+    # Stronger and slower (about 1.1 KB/s): a third word context, twice the count
     # rows, the full calibration of counts, and one stream updated every 16 tokens (16 times the
     # updates per byte of the default) at a lower learning rate, seeing 48 tokens before its
     # segment; syncs every 64 K tokens. Native numerics: with exact ones the full calibration
     # (count_states 2) breaks down after about 4,000 updates (docs/numerics.md).
     "strong": Config(
-        count_sparse=1,
         count_words=2,
         count_rows_log2=20,
         count_states=2,

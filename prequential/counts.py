@@ -6,6 +6,14 @@ The model mixes both (model.py, `CountMixer`). The channels are
 - byte contexts: the last k bytes, for k = 1..count_orders;
 - word contexts (count_words): the current word so far, the previous word with it, and (2) the
   two previous words with it;
+- column contexts (count_columns): the byte above (at the same column of the previous line, or
+  none) with the last byte and with whether the line so far repeats the previous one's start, and
+  the byte above with the column. Word lists, tables, logs and indented code repeat by line;
+- record contexts (count_records): the bytes one and two record lengths back, with the last byte
+  and together, for data made of fixed-length records (tables in executables, images). The record
+  length is detected as paq8px's record model does: a byte value seen 4 times running at equal
+  distances votes for that distance, and a distance that leads the others by 8 votes becomes the
+  record length;
 - a match model (match_model): the byte that followed the last occurrence of the current 8-byte
   context, weighted by how many of its predictions in a row were right. It reads that byte from a
   ring of each stream's last 2**match_window_log2 tokens, so its memory does not grow with the input.
@@ -33,6 +41,8 @@ _ROW_HASH = np.uint64(0x9E3779B97F4A7C15)
 _CHECK_HASH = np.uint64(0xC2B2AE3D27D4EB4F)
 _WORD_HASH = np.uint64(0x100000001B3)
 _MATCH_MAX_RUN = 15
+_RECORD_GAPS = 3  # a byte value seen at equal distances this many times running votes for that distance
+_RECORD_VOTES = 8  # the lead in votes that makes a distance the record length
 _POSITION_BITS = np.int64(40)  # a match pointer is stream << 40 | position
 
 
@@ -58,6 +68,7 @@ class ContextCounts:
         # Per hashed channel, in the order of _keys: the bits of its keys, and whether it decays.
         channels = [(8 * k, k >= config.count_decay_from) for k in range(1, config.count_orders + 1)]
         channels += [(8, False), (16, False)] * config.count_sparse + [(64, True)] * config.word_channels
+        channels += [(18, False), (17, False)] * config.count_columns + [(64, False), (64, False)] * config.count_records
         self.hashed_channels = len(channels)
         key_bits = np.array([bits for bits, _ in channels], np.int64)
         self._decays = np.array([decays for _, decays in channels], bool)
@@ -81,6 +92,14 @@ class ContextCounts:
         self.match_table = np.full(1 << config.count_rows_log2, -1, np.int64)  # 8-byte context -> pointer to the position after it
         self.match_at = np.full(streams, -1, np.int64)  # where each stream's match points, or -1
         self.match_run = np.zeros(streams, np.int64)
+        self.line_start = np.zeros(streams, np.int64)  # the position of the current line's first byte
+        self.above_start = np.full(streams, -1, np.int64)  # the previous line's, or -1
+        self.same_line = np.ones(streams, bool)  # whether the line so far equals the previous line's start
+        self.last_seen = np.full((streams, config.vocab_size), -1, np.int64)  # where each byte value was last seen
+        self.last_gaps = np.zeros((streams, config.vocab_size, _RECORD_GAPS), np.int64)  # the distances between its last occurrences
+        self.record_guess = np.zeros(streams, np.int64)  # the distance that leads the vote, and by how much
+        self.record_votes = np.zeros(streams, np.int64)
+        self.record = np.zeros(streams, np.int64)  # the detected record length, 0 until one is
         # The position whose counts the next lookup gives. A pass over more data (given data first)
         # goes on counting from here, so its matches may point back into the earlier data.
         self.time = 0
@@ -98,6 +117,17 @@ class ContextCounts:
             for previous in self.previous_words.T[: self.config.count_words]:
                 words.append(words[-1] * _WORD_HASH + previous)
             keys.append(np.stack(words, axis=1))
+        if self.config.count_columns:
+            above = self._above().astype(np.uint64)
+            column = np.minimum(self.time - self.line_start, 255).astype(np.uint64)
+            left = self.context & np.uint64(0xFF)
+            with_left = above | (left << np.uint64(9)) | (self.same_line.astype(np.uint64) << np.uint64(17))
+            keys.append(np.stack([with_left, above | (column << np.uint64(9))], axis=1))
+        if self.config.count_records:
+            back, back2 = (self._back(k * self.record).astype(np.uint64) for k in (1, 2))
+            record = np.minimum(self.record, 1 << 20).astype(np.uint64) << np.uint64(24)
+            left = self.context & np.uint64(0xFF)
+            keys.append(np.stack([back | (left << np.uint64(8)) | record, back | (back2 << np.uint64(8)) | record], axis=1))
         return np.concatenate(keys, axis=1) + np.arange(1, self.hashed_channels + 1, dtype=np.uint64)
 
     def _recall(self, pointers: np.ndarray, newest: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,6 +137,22 @@ class ContextCounts:
         size = self.recent.shape[1]
         readable = (pointers >= 0) & (position <= newest) & (position > newest - size)
         return readable, self.recent[np.where(readable, stream, 0), np.where(readable, position % size, 0)]
+
+    def _above(self) -> np.ndarray:
+        """Each stream's byte above the current position, or 256 where the previous line is
+        shorter (or gone from the ring, or there is none)."""
+        above = self.above_start + (self.time - self.line_start)
+        streams = np.arange(len(above), dtype=np.int64) << _POSITION_BITS
+        pointers = np.where((self.above_start >= 0) & (above < self.line_start), streams | above, -1)
+        readable, token = self._recall(pointers, self.time - 1)
+        return np.where(readable, token.astype(np.int64), 256)
+
+    def _back(self, distance: np.ndarray) -> np.ndarray:
+        """Each stream's byte `distance` positions back (distance >= 1), or 0 where there is none."""
+        streams = np.arange(len(distance), dtype=np.int64) << _POSITION_BITS
+        position = self.time - distance
+        readable, token = self._recall(np.where((distance > 0) & (position >= 0), streams | position, -1), self.time - 1)
+        return np.where(readable, token, 0)
 
     def _match_counts(self) -> np.ndarray:
         found = np.zeros((len(self.match_at), self.config.vocab_size), np.uint16)
@@ -122,6 +168,8 @@ class ContextCounts:
         check = ((keys * _CHECK_HASH) >> np.uint64(32)).astype(np.uint32)
         found = self.counts[rows].astype(np.uint16, copy=False)  # the model takes uint16
         found[self.checks[rows] != check] = 0
+        if self.config.count_records:  # no record length yet: nothing to predict from, rather than a second order 1
+            found[self.record == 0, self.hashed_channels - 2 :] = 0
         if self.config.match_model:
             found = np.concatenate([found, self._match_counts()], axis=1)
         return Found(found, rows, check)
@@ -136,10 +184,24 @@ class ContextCounts:
             shifted = np.stack([self.word[active], self.previous_words[active, 0]], axis=1)
             self.previous_words[active] = np.where(ended[:, None], shifted, self.previous_words[active])
             self.word[active] = np.where(in_word, self.word[active] * _WORD_HASH + (symbols | np.uint64(0x20)), 0)
+        if self.config.count_columns:
+            self._follow_lines(active, tokens)
+        if self.config.count_records:
+            self._follow_records(active, tokens)
         self.context[active] = (self.context[active] << np.uint64(8)) | symbols
+        if self.config.match_model or self.config.count_columns or self.config.count_records:  # they read the ring
+            self.recent[np.flatnonzero(active), self.time % self.recent.shape[1]] = tokens
         if self.config.match_model:
             self._follow_matches(active, tokens)
         self.time += 1
+
+    def _follow_lines(self, active: np.ndarray, tokens: np.ndarray) -> None:
+        streams = np.flatnonzero(active)
+        self.same_line[streams] &= self._above()[streams] == tokens
+        ended = streams[tokens == ord("\n")]
+        self.above_start[ended] = self.line_start[ended]
+        self.line_start[ended] = self.time + 1
+        self.same_line[ended] = True
 
     def _count(self, rows: np.ndarray, check: np.ndarray, tokens: np.ndarray) -> None:
         """rows, check: (active streams, channels) flat row indices and their context checks."""
@@ -169,9 +231,24 @@ class ContextCounts:
         keep[np.arange(len(rows)), tokens] = True
         self.counts[rows] = np.where(keep, found, (found + self.config.count_decay) >> 1)
 
+    def _follow_records(self, active: np.ndarray, tokens: np.ndarray) -> None:
+        streams = np.flatnonzero(active)
+        seen = self.last_seen[streams, tokens]
+        gap = np.where(seen >= 0, self.time - seen, 0)
+        gaps = self.last_gaps[streams, tokens]
+        repeats = (gap > 1) & np.all(gaps == gap[:, None], axis=1)
+        self.last_gaps[streams, tokens] = np.concatenate([gap[:, None], gaps[:, :-1]], axis=1)
+        self.last_seen[streams, tokens] = self.time
+        voters, gap = streams[repeats], gap[repeats]
+        agrees = gap == self.record_guess[voters]
+        votes = self.record_votes[voters] + np.where(agrees, 1, -1)
+        self.record_guess[voters] = np.where(votes < 0, gap, self.record_guess[voters])
+        self.record_votes[voters] = np.maximum(votes, 0)
+        won = voters[self.record_votes[voters] >= _RECORD_VOTES]
+        self.record[won] = self.record_guess[won]
+
     def _follow_matches(self, active: np.ndarray, tokens: np.ndarray) -> None:
         streams = np.flatnonzero(active)
-        self.recent[streams, self.time % self.recent.shape[1]] = tokens
         at = self.match_at[streams]
         readable, predicted = self._recall(at, self.time)
         right = readable & (predicted == tokens)

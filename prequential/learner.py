@@ -22,7 +22,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding, PartitionSpec
 
-from prequential.config import Config
+from prequential.config import NO_COUNTS, Config
 from prequential.errors import ConfigError
 from prequential.model import Transformer
 from prequential.ops import OPS
@@ -302,7 +302,7 @@ def learner_for(
 ) -> Learner:
     """One compiled learner per (config, module, optimizer, devices), shared by every run in a process."""
     if module is not None and config.count_channels:
-        raise ConfigError("a user's module takes tokens only: set count_orders, count_words and match_model to 0")
+        raise ConfigError("a user's module takes tokens only: turn the count models off (" + ", ".join(f"{f} = 0" for f in NO_COUNTS) + ")")
     if config.streams % devices:
         raise ConfigError(f"{config.streams} streams cannot be split evenly over {devices} devices: choose a divisor of {config.streams}")
     model = config.replace(**{name: getattr(Config, name) for name in ESTIMATOR_FIELDS})

@@ -22,7 +22,7 @@ import flax.linen as nn
 import numpy as np
 import optax
 
-from prequential import accounting, container, numerics
+from prequential import accounting, container, numerics, transform
 from prequential import checkpoint as checkpoints
 from prequential.coder import Scorer
 from prequential.config import Config, resolve
@@ -193,7 +193,8 @@ def measure(
     With `checkpoint`, the pass over `data` saves its progress there and resumes from it."""
     started = time.perf_counter()
     config = resolve(config, module is not None)
-    tokens = as_tokens(data, config.vocab_size)
+    original = as_tokens(data, config.vocab_size)
+    tokens = transform.encode_tokens(config, original)
     learner = learner_for(config, module, optimizer)
     causal = check_module(learner) if module is not None else True
     prior = as_tokens(given, config.vocab_size) if given is not None else None
@@ -202,7 +203,7 @@ def measure(
         raise ConfigError("checkpoints are for the one-pass online code without a replay buffer: drop the checkpoint")
     if checkpoint is not None:
         given_hex = None if prior is None else hashlib.sha256(prior.tobytes()).hexdigest()
-        sha256 = hashlib.sha256(tokens.tobytes()).hexdigest()
+        sha256 = hashlib.sha256(original.tobytes()).hexdigest()
         identity = checkpoints.identity(config, accounting.module_source(module), sha256, given_hex, numerics.current(), scoring=causal)
         saver = checkpoints.Checkpointer(checkpoint, identity, checkpoint_interval)
     carry, given_info = None, None
@@ -231,7 +232,7 @@ def measure(
         scoring="teacher-forced" if causal else "step-wise",
         seconds=time.perf_counter() - started,
         config=config.to_dict(),
-        baselines=baseline_bits(tokens, config.vocab_size) if baselines else {},
+        baselines=baseline_bits(original, config.vocab_size) if baselines else {},
         given=given_info,
     )
 

@@ -150,7 +150,7 @@ class CountMixer(nn.Module):
             seen_bucket = jnp.clip(_bit_length(seen + 1) - 1, 0, 11)  # floor(log2(seen + 1))
             state = seen_bucket * 6 + jnp.clip(_bit_length(distinct - 1), 0, 5)  # ceil(log2 distinct)
             weights = weights + self._lookup("state_weight", 0.0, state)
-            largest = counts == jnp.max(counts, axis=-1, keepdims=True)
+            largest = (counts == jnp.max(counts, axis=-1, keepdims=True)) & (counts > 0)  # none where nothing was seen
         if self.states == 2:
             log_alpha = self._lookup("state_log_alpha", ops.log_of(self.alpha), state)[..., None]
             level = jnp.minimum(counts, 15).astype(jnp.int32) + 16 * largest  # (..., K, V)

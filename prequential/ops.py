@@ -320,7 +320,7 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 
 @jax.custom_vjp
 def _lookup(table: jnp.ndarray, index: jnp.ndarray) -> jnp.ndarray:
-    """table[index] (rows of a 2-D table); its gradient is a one-hot integer product."""
+    """table[index] (rows of a 2-D table); its gradient is an integer scatter-add."""
     return table[index]
 
 
@@ -328,8 +328,10 @@ def _lookup_bwd(res, g):
     index, rows = res
     flat = g.reshape(-1, g.shape[-1])
     gq, sg = im.quantize(flat, 16, 0)
-    one_hot = jax.nn.one_hot(index.reshape(-1), rows, dtype=jnp.int32)
-    return im.scale(im.int_dot(one_hot, 8, gq, 16, _MATMUL_AT), sg), None
+    # Integer addition is associative, so the sum is the same in any order the scatter takes:
+    # exact, without the one-hot matrix (rows x positions) that a product would need.
+    summed = jnp.zeros((rows, flat.shape[-1]), jnp.int32).at[index.reshape(-1)].add(gq)
+    return im.scale(summed, sg), None
 
 
 _lookup.defvjp(lambda table, index: (table[index], (index, table.shape[0])), _lookup_bwd)
@@ -464,9 +466,9 @@ _times.defvjp(lambda x, factor: (_times(x, factor), None), lambda factor, _, g: 
 
 @functools.cache
 def _count_log_table(alpha: float, max_count: int) -> np.ndarray:
-    """ln(n + alpha) for n < max_count in LOG_COUNT_FRAC bits, exactly built (as carriers)."""
+    """ln(1 + n / alpha) for n < max_count in LOG_COUNT_FRAC bits, exactly built (as carriers)."""
     a = decimal.Decimal(repr(alpha))
-    return np.array([im.fixed(im.exact_log2(n + a) * im._LN2, LOG_COUNT_FRAC) for n in range(max_count)], np.float32) / (
+    return np.array([im.fixed(im.exact_log2((n + a) / a) * im._LN2, LOG_COUNT_FRAC) for n in range(max_count)], np.float32) / (
         1 << LOG_COUNT_FRAC
     )
 
@@ -555,8 +557,11 @@ class Native:
 
     @staticmethod
     def count_log(counts, alpha: float, max_count: int):
-        """log(n + alpha) for integer counts n < max_count, from a table."""
-        return jnp.log(jnp.arange(max_count, dtype=jnp.float32) + alpha)[counts.astype(jnp.int32)]
+        """ln(1 + n / alpha) for integer counts n < max_count, from a table. It is ln(n + alpha)
+        less a constant, which the softmax ignores; 0 for an unseen byte, so a context that saw
+        nothing adds nothing to the logits or to the gradients (rounding errors times a large
+        constant would bias them)."""
+        return jnp.log1p(jnp.arange(max_count, dtype=jnp.float32) / alpha)[counts.astype(jnp.int32)]
 
     @staticmethod
     def count_log_learned(counts, log_alpha):
@@ -617,7 +622,7 @@ class Exact:
 
     @staticmethod
     def count_log(counts, alpha: float, max_count: int):
-        """ln(n + alpha) for integer counts n < max_count, from an exactly built table."""
+        """ln(1 + n / alpha) for integer counts n < max_count, from an exactly built table."""
         return jnp.asarray(_count_log_table(alpha, max_count))[counts.astype(jnp.int32)]
 
     @staticmethod

@@ -37,7 +37,7 @@ import optax
 
 from prequential import accounting, api, container, numerics
 from prequential.coder import Coder, Decoder, Encoder
-from prequential.config import Config
+from prequential.config import NO_COUNTS, Config
 from prequential.errors import ConfigError, FormatError, PrequentialError
 from prequential.learner import Learner, TrainState, params_digest
 from prequential.replay import Layout, ReplayBuffer, code_uniform, coded_bits, more_updates, passes, stops_early
@@ -51,9 +51,8 @@ def labels_config(classes: int, batch: int = 32, seed: int = 0, **estimator: Any
     per minibatch of block-wise training), and the estimator's fields (blocks, block_init,
     epochs, early_stop, updates, replay_buffer, replay_steps, ema_decay, calibrate)."""
     fields = {"vocab_size": classes, "streams": 1, "segment": batch, "memory": 1, "seed": seed, "numerics": "native"}
-    no_counts = {"count_orders": 0, "count_words": 0, "match_model": 0, "count_sparse": 0}
     try:
-        return Config(**fields, **no_counts, **estimator).validate()
+        return Config(**fields, **NO_COUNTS, **estimator).validate()
     except TypeError as err:
         raise ConfigError(f"not an estimator field: {err}") from None
 

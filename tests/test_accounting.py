@@ -93,12 +93,13 @@ def test_model_code_length_counts_the_replay_sources():
 
 def test_the_replayed_code_covers_every_module_the_learner_runs():
     """L(code) and the code digest must cover whatever decides the probabilities: every module
-    the replay engine imports, except the ones that only frame, name errors or pin processes."""
+    the replay engine and the x86 filter (which decides the decoded bytes too) import, except the
+    ones that only frame, name errors or pin processes."""
     import ast
     from pathlib import Path
 
     folder = Path(accounting.__file__).parent
-    seen, todo = set(), ["replay"]
+    seen, todo = set(), ["replay", "transform"]
     while todo:
         name = todo.pop()
         if name in seen:

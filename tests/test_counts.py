@@ -7,6 +7,7 @@ import pytest
 from conftest import TINY
 
 import prequential
+from prequential.config import NO_COUNTS
 from prequential.counts import ContextCounts
 
 
@@ -31,7 +32,7 @@ def test_counts_use_bytes_when_they_fit_and_never_wrap(streams, dtype):
 
 
 def test_long_contexts_decay_and_short_ones_do_not():
-    config = TINY.replace(count_orders=6, count_decay=12, count_decay_from=5, count_words=0, match_model=0)
+    config = TINY.replace(**NO_COUNTS).replace(count_orders=6, count_decay=12, count_decay_from=5)
     found = feed(ContextCounts(config, 1), b"abcdefx" * 30 + b"abcdefy" + b"abcdef")
     order3, order6 = found[0, 2], found[0, 5]
     assert (order3[ord("x")], order3[ord("y")]) == (30, 1)  # "def": counted, not decayed
@@ -41,7 +42,7 @@ def test_long_contexts_decay_and_short_ones_do_not():
 
 
 def test_a_third_word_context_keys_on_the_two_previous_words():
-    config = TINY.replace(count_words=2, count_orders=1, match_model=0)
+    config = TINY.replace(**NO_COUNTS).replace(count_words=2, count_orders=1)
     assert config.count_channels == 1 + 3
     found = feed(ContextCounts(config, 1), b"one two three. two three four. one two three")
     # Before the end, "three" after "one two" was followed by "." (once), and "three" after "two"
@@ -61,4 +62,39 @@ def test_match_model_forgets_what_left_its_ring():
 def test_three_word_contexts_round_trip():
     config = TINY.replace(count_words=2, count_sparse=1)
     data = b"the cat sat on the mat, the cat sat on the hat. " * 40
+    assert prequential.decompress(prequential.compress(data, config)) == data
+
+
+def test_column_contexts_read_the_byte_above_and_whether_the_line_repeats():
+    config = TINY.replace(**NO_COUNTS).replace(count_orders=1, count_columns=1)
+    counts = ContextCounts(config, 1)
+    feed(counts, b"abcd\nabxy\nab")
+    assert counts._above()[0] == ord("x")  # the previous line's third byte
+    assert counts.same_line[0]  # "ab" repeats that line's start
+    found = feed(counts, b"y")
+    assert not counts.same_line[0]  # "aby" is not "abx"
+    assert counts._above()[0] == ord("y")
+    assert found[0, 1].sum() == 0  # above "y", after "y", off the repeated start: never seen
+    shorter = ContextCounts(config, 1)
+    feed(shorter, b"ab\nabcd")
+    assert shorter._above()[0] == 256  # the previous line has no fifth byte
+
+
+def test_record_length_is_detected_from_repeating_distances():
+    config = TINY.replace(**NO_COUNTS).replace(count_orders=1, count_records=1)
+    rng = np.random.default_rng(0)
+    records = b"".join(bytes([7, 0xAA, i % 256]) + rng.integers(0, 256, 21, dtype=np.uint8).tobytes() for i in range(40))
+    counts = ContextCounts(config, 1)
+    feed(counts, records)
+    assert counts.record[0] == 24
+    assert counts._back(counts.record)[0] == records[-24]  # the byte one record back
+    unrelated = ContextCounts(config, 1)
+    feed(unrelated, rng.integers(0, 256, 960, dtype=np.uint8).tobytes())
+    assert unrelated.record[0] != 24
+
+
+def test_column_and_record_contexts_round_trip():
+    config = TINY  # which has both
+    assert config.count_columns and config.count_records
+    data = b"".join(b"%04d,%s,%d\n" % (i, b"xyz"[: i % 3 + 1], i * 7 % 13) for i in range(300))
     assert prequential.decompress(prequential.compress(data, config)) == data

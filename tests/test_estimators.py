@@ -13,7 +13,7 @@ from conftest import SAMPLE, TINY, one_line_error, run_cli
 
 import prequential
 from prequential import api
-from prequential.config import ESTIMATORS, estimator
+from prequential.config import ESTIMATORS, NO_COUNTS, estimator
 from prequential.errors import ConfigError
 from prequential.learner import TEMPERATURES, learner_for
 from prequential.measure import measure
@@ -203,7 +203,7 @@ def test_a_users_module_and_optimizer_take_the_estimators_too():
     import optax
     from user_models import Bigram
 
-    config = TINY.replace(count_orders=0, count_words=0, match_model=0, block_tokens=(400,), epochs=2)
+    config = TINY.replace(**NO_COUNTS, block_tokens=(400,), epochs=2)
     options = {"module": Bigram(), "optimizer": optax.adam(1e-1)}
     data = b"abracadabra " * 150  # a bigram model learns it: the file is coded, not stored
     measured = measure(data, config, baselines=False, **options)

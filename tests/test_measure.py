@@ -13,9 +13,10 @@ from user_models import Bigram, Peeking, WrongShape
 
 import prequential
 from prequential import api
+from prequential.config import NO_COUNTS
 from prequential.errors import ConfigError, PrequentialError, VersionError
 
-PLAIN = TINY.replace(count_orders=0, count_words=0, match_model=0)  # what a user's module gets
+PLAIN = TINY.replace(**NO_COUNTS)  # what a user's module gets
 TEXT = SAMPLE[:4000]
 OTHER_TEXT = SAMPLE[4000:8000]
 
