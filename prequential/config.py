@@ -30,7 +30,7 @@ class Config:
     # bytes (counts.py) are mixed into the model's logits with learned, per-position weights.
     count_orders: int = 6  # byte contexts of 1..count_orders bytes
     count_sparse: int = 1  # 1: also the 2nd last byte, and the 2nd and 3rd last bytes
-    count_words: int = 1  # 1: also the current word, and the previous word with it; 2: also the two previous words with it
+    count_words: int = 2  # 1: also the current word, and the previous word with it; 2: also the two previous words with it
     count_columns: int = 1  # 1: also the byte above (same column, previous line) with the last byte, and with the column
     count_records: int = 1  # 1: also the bytes one and two detected record lengths back, with the last byte and together
     match_model: int = 1  # 1: also the byte after the last occurrence of the last 8 bytes
@@ -40,7 +40,7 @@ class Config:
     count_decay: int = 12  # in long contexts, pull other bytes' counts above this halfway down; 0: off
     count_decay_from: int = 5  # byte contexts this long or longer (and word contexts) decay
     count_alpha: float = 0.025  # additive smoothing of each count distribution
-    count_weight: float = 0.3  # initial mixing weight of each channel
+    count_weight: float = 0.2  # initial mixing weight of each channel (16 channels: 0.3 starts overconfident)
     count_states: int = 1  # calibration of counts per context state (model.py): 0 none, 1 cheap, 2 full
     count_state_rate: float = 10.0  # how many times faster than the rest those small tables learn
     # Preprocessing (transform.py): 1 codes executables (ELF, PE, Mach-O) with their x86 call and
@@ -54,7 +54,7 @@ class Config:
     memory: int = 32
     # Optimizer: Adam with per-parameter clipping, a linear warm-up of the learning rate, and its
     # decay as 1 / sqrt(1 + tokens / lr_decay_tokens) over the tokens trained on.
-    learning_rate: float = 3.5e-4
+    learning_rate: float = 2.5e-4
     warmup_segments: int = 0
     lr_decay_tokens: int = 128000  # 0: no decay
     adam_b1: float = 0.0
@@ -243,15 +243,19 @@ PRESETS: dict[str, Config] = {
     ),
     # A narrower, one-layer transformer: faster, and better on the first few KB.
     "small": Config(n_layers=1, d_model=64, n_heads=2, d_ff=256),
-    # Sized for a 2-core CPU: about 6 KB/s on one core.
+    # Sized for a 2-core CPU (its speed on one core: docs/benchmarks.md).
     "default": Config(),
-    # Stronger and slower (about 1.1 KB/s): a third word context, twice the count
+    # Stronger and slower (about 1.1 KB/s): twice the count
     # rows, the full calibration of counts, and one stream updated every 16 tokens (16 times the
     # updates per byte of the default) at a lower learning rate, seeing 48 tokens before its
     # segment; syncs every 64 K tokens. Native numerics: with exact ones the full calibration
     # (count_states 2) breaks down after about 4,000 updates (docs/numerics.md).
+    # It keeps the channels and initial weight it was measured with (no column or record contexts;
+    # weight 0.3): the default's newer ones are not yet measured on it.
     "strong": Config(
-        count_words=2,
+        count_columns=0,
+        count_records=0,
+        count_weight=0.3,
         count_rows_log2=20,
         count_states=2,
         streams=1,

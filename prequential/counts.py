@@ -4,6 +4,7 @@ A transformer trained online learns slowly from its first bytes; counts predict 
 The model mixes both (model.py, `CountMixer`). The channels are
 
 - byte contexts: the last k bytes, for k = 1..count_orders;
+- sparse contexts (count_sparse): the 2nd last byte; the 2nd and 3rd last bytes;
 - word contexts (count_words): the current word so far, the previous word with it, and (2) the
   two previous words with it;
 - column contexts (count_columns): the byte above (at the same column of the previous line, or
@@ -13,7 +14,7 @@ The model mixes both (model.py, `CountMixer`). The channels are
   and together, for data made of fixed-length records (tables in executables, images). The record
   length is detected as paq8px's record model does: a byte value seen 4 times running at equal
   distances votes for that distance, and a distance that leads the others by 8 votes becomes the
-  record length;
+  record length. Until a stream has one, these channels give it no counts;
 - a match model (match_model): the byte that followed the last occurrence of the current 8-byte
   context, weighted by how many of its predictions in a row were right. It reads that byte from a
   ring of each stream's last 2**match_window_log2 tokens, so its memory does not grow with the input.
