@@ -16,7 +16,6 @@ import tempfile
 import time
 import zlib
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -92,28 +91,24 @@ def _open_input(data: Input) -> tuple[TokenStore, int, bytes]:
     return FileStore(data.fileno(), start), n_bytes, sha256
 
 
-def _read_bytes(tokens: TokenStore, start: int, count: int) -> bytes:
-    return tokens.read(start, count).astype(np.uint8).tobytes()
-
-
 @contextlib.contextmanager
 def _coded_tokens(config: Config, tokens: TokenStore, n_bytes: int) -> Iterator[TokenStore]:
     """The tokens the model codes: the input's, or those of its x86 filter (transform.py),
     written to a temporary file."""
-    if not transform.applies(config, _read_bytes(tokens, 0, min(n_bytes, 4))):
+    if not transform.applies(config, transform.head(tokens, n_bytes)):
         yield tokens
         return
     with tempfile.TemporaryFile() as filtered:
         store = FileStore(filtered.fileno())
-        transform.encode(partial(_read_bytes, tokens), lambda start, data: store.write(start, np.frombuffer(data, np.uint8)), n_bytes)
+        transform.encode(tokens, store, n_bytes)
         yield store
 
 
 def _unfilter(config: Config, decoded: BinaryIO, n_bytes: int) -> None:
     """Invert the x86 filter in place, where the encoder applied it."""
     store = FileStore(decoded.fileno())
-    if transform.applies(config, _read_bytes(store, 0, min(n_bytes, 4))):
-        transform.decode(partial(_read_bytes, store), lambda start, data: store.write(start, np.frombuffer(data, np.uint8)), n_bytes)
+    if transform.applies(config, transform.head(store, n_bytes)):
+        transform.decode(store, n_bytes)
 
 
 def _rewound(data: Input, tokens: TokenStore) -> BinaryIO:

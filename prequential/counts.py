@@ -59,6 +59,7 @@ class Found(NamedTuple):
     counts: np.ndarray  # (streams, channels, vocab)
     rows: np.ndarray  # (streams, hashed channels) flat row indices
     check: np.ndarray  # (streams, hashed channels) the contexts' 32-bit checks
+    above: np.ndarray | None  # (streams,) the byte above each position (count_columns), for update
 
 
 class ContextCounts:
@@ -71,6 +72,7 @@ class ContextCounts:
         channels += [(8, False), (16, False)] * config.count_sparse + [(64, True)] * config.word_channels
         channels += [(18, False), (17, False)] * config.count_columns + [(64, False), (64, False)] * config.count_records
         self.hashed_channels = len(channels)
+        self._record_channels = slice(self.hashed_channels - 2 * config.count_records, self.hashed_channels)
         key_bits = np.array([bits for bits, _ in channels], np.int64)
         self._decays = np.array([decays for _, decays in channels], bool)
         # A channel whose keys have fewer bits than count_rows_log2 (orders 1 and 2, the sparse
@@ -106,9 +108,10 @@ class ContextCounts:
         self.time = 0
         self._flat_counts = self.counts.reshape(-1)  # one fancy index per access, not two
 
-    def _keys(self) -> np.ndarray:
+    def _keys(self, above: np.ndarray | None) -> np.ndarray:
         """(streams, hashed channels) keys; the channel index is added so equal keys differ."""
         keys = [self.context[:, None] & self.masks[None, :]]
+        left = self.context & np.uint64(0xFF)
         if self.config.count_sparse:  # skip the last byte: the 2nd last; the 2nd and 3rd last
             keys.append(
                 np.stack([(self.context >> np.uint64(8)) & np.uint64(0xFF), (self.context >> np.uint64(8)) & np.uint64(0xFFFF)], axis=1)
@@ -118,16 +121,14 @@ class ContextCounts:
             for previous in self.previous_words.T[: self.config.count_words]:
                 words.append(words[-1] * _WORD_HASH + previous)
             keys.append(np.stack(words, axis=1))
-        if self.config.count_columns:
-            above = self._above().astype(np.uint64)
+        if above is not None:
+            above = above.astype(np.uint64)
             column = np.minimum(self.time - self.line_start, 255).astype(np.uint64)
-            left = self.context & np.uint64(0xFF)
             with_left = above | (left << np.uint64(9)) | (self.same_line.astype(np.uint64) << np.uint64(17))
             keys.append(np.stack([with_left, above | (column << np.uint64(9))], axis=1))
         if self.config.count_records:
             back, back2 = (self._back(k * self.record).astype(np.uint64) for k in (1, 2))
             record = np.minimum(self.record, 1 << 20).astype(np.uint64) << np.uint64(24)
-            left = self.context & np.uint64(0xFF)
             keys.append(np.stack([back | (left << np.uint64(8)) | record, back | (back2 << np.uint64(8)) | record], axis=1))
         return np.concatenate(keys, axis=1) + np.arange(1, self.hashed_channels + 1, dtype=np.uint64)
 
@@ -164,16 +165,17 @@ class ContextCounts:
 
     def lookup(self) -> Found:
         """The counts for every stream's contexts at the current position."""
-        keys = self._keys()
+        above = self._above() if self.config.count_columns else None
+        keys = self._keys(above)
         rows = self._row_base + ((keys * _ROW_HASH) >> self.shifts).astype(np.int64)
         check = ((keys * _CHECK_HASH) >> np.uint64(32)).astype(np.uint32)
         found = self.counts[rows].astype(np.uint16, copy=False)  # the model takes uint16
         found[self.checks[rows] != check] = 0
         if self.config.count_records:  # no record length yet: nothing to predict from, rather than a second order 1
-            found[self.record == 0, self.hashed_channels - 2 :] = 0
+            found[self.record == 0, self._record_channels] = 0
         if self.config.match_model:
             found = np.concatenate([found, self._match_counts()], axis=1)
-        return Found(found, rows, check)
+        return Found(found, rows, check, above)
 
     def update(self, found: Found, active: np.ndarray, tokens: np.ndarray) -> None:
         """Count `tokens` (one per active stream) in the contexts `found` at this position, and move on."""
@@ -185,8 +187,8 @@ class ContextCounts:
             shifted = np.stack([self.word[active], self.previous_words[active, 0]], axis=1)
             self.previous_words[active] = np.where(ended[:, None], shifted, self.previous_words[active])
             self.word[active] = np.where(in_word, self.word[active] * _WORD_HASH + (symbols | np.uint64(0x20)), 0)
-        if self.config.count_columns:
-            self._follow_lines(active, tokens)
+        if found.above is not None:
+            self._follow_lines(active, tokens, found.above)
         if self.config.count_records:
             self._follow_records(active, tokens)
         self.context[active] = (self.context[active] << np.uint64(8)) | symbols
@@ -196,9 +198,9 @@ class ContextCounts:
             self._follow_matches(active, tokens)
         self.time += 1
 
-    def _follow_lines(self, active: np.ndarray, tokens: np.ndarray) -> None:
+    def _follow_lines(self, active: np.ndarray, tokens: np.ndarray, above: np.ndarray) -> None:
         streams = np.flatnonzero(active)
-        self.same_line[streams] &= self._above()[streams] == tokens
+        self.same_line[streams] &= above[streams] == tokens
         ended = streams[tokens == ord("\n")]
         self.above_start[ended] = self.line_start[ended]
         self.line_start[ended] = self.time + 1

@@ -17,23 +17,29 @@ changes the first 4 bytes, so the decoder sees from the decoded data whether the
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import numpy as np
 
 from prequential.config import Config
+from prequential.store import ArrayStore, TokenStore
 
 MAGICS = (b"\x7fELF", b"MZ", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe")
 _OPCODE = re.compile(b"[\xe8\xe9]")
 _CHUNK = 1 << 20
 
-Read = Callable[[int, int], bytes]  # (offset, count) -> bytes
-Write = Callable[[int, bytes], None]  # (offset, bytes)
-
 
 def applies(config: Config, head: bytes) -> bool:
     """Whether `config` filters byte data that starts with `head` (its first 4 bytes or more)."""
     return bool(config.x86_filter) and config.vocab_size == 256 and head.startswith(MAGICS)
+
+
+def head(store: TokenStore, n: int) -> bytes:
+    """The first bytes of n in `store`, as many as `applies` reads."""
+    return _read(store, 0, min(n, 4))
+
+
+def _read(store: TokenStore, start: int, count: int) -> bytearray:
+    return bytearray(store.read(start, count).astype(np.uint8).tobytes())
 
 
 def _convert(buf: bytearray, i: int, delta: int) -> None:
@@ -45,28 +51,28 @@ def _converts(buf: bytearray, i: int) -> bool:
     return (buf[i + 4] + 1) & 0xFE == 0  # the top byte is 00 or FF: a near call or jump
 
 
-def encode(read: Read, write: Write, n: int) -> None:
-    """Filter n bytes: `read` gives the input, `write` receives the output at the same offsets."""
+def encode(source: TokenStore, target: TokenStore, n: int) -> None:
+    """Filter the n bytes of `source` into `target`, at the same offsets (it may be `source`)."""
     end, tail = n, b""
     while end > 0:
         start = max(end - _CHUNK, 0)
         # Positions in [start, end) read and change bytes up to end + 3: the chunk after this one
         # converted them already, and this one writes them again.
-        buf = bytearray(read(start, end - start)) + tail
+        buf = _read(source, start, end - start) + tail
         last = max(min(end, n - 4) - start, 0)  # positions that have their 4 offset bytes
         opcodes = np.flatnonzero((np.frombuffer(buf, np.uint8)[:last] & 0xFE) == 0xE8)
         for i in opcodes[::-1].tolist():  # a conversion changes only bytes after i: byte i is the input's
             if _converts(buf, i):
                 _convert(buf, i, start + i)
-        write(start, bytes(buf))
-        end, tail = start, bytes(buf[:4])
+        target.write(start, np.frombuffer(buf, np.uint8))
+        end, tail = start, buf[:4]
 
 
-def decode(read: Read, write: Write, n: int) -> None:
-    """Invert `encode` in place: `read` gives the current bytes (including those `write` wrote)."""
+def decode(store: TokenStore, n: int) -> None:
+    """Invert `encode` on the n bytes of `store`, in place."""
     for start in range(0, n, _CHUNK):
         stop = min(start + _CHUNK, n)
-        buf = bytearray(read(start, min(stop + 4, n) - start))
+        buf = _read(store, start, min(stop + 4, n) - start)
         last = min(stop, n - 4) - start  # positions that have their 4 offset bytes
         found = _OPCODE.search(buf, 0, max(last, 0))
         while found is not None:
@@ -74,30 +80,23 @@ def decode(read: Read, write: Write, n: int) -> None:
             if _converts(buf, i):
                 _convert(buf, i, -(start + i))
             found = _OPCODE.search(buf, i + 1, last)
-        write(start, bytes(buf))
+        store.write(start, np.frombuffer(buf, np.uint8))
 
 
 def encode_tokens(config: Config, tokens: np.ndarray) -> np.ndarray:
     """The int32 tokens the model codes for these: the filter's where it applies."""
-    if not applies(config, tokens[:4].astype(np.uint8).tobytes()):
+    if not applies(config, head(ArrayStore(tokens), len(tokens))):
         return tokens
     return np.frombuffer(encode_bytes(tokens.astype(np.uint8).tobytes()), np.uint8).astype(np.int32)
 
 
 def encode_bytes(data: bytes) -> bytes:
-    out = bytearray(data)
-    encode(lambda offset, count: bytes(out[offset : offset + count]), _writer(out), len(out))
-    return bytes(out)
+    store = ArrayStore(np.frombuffer(data, np.uint8).copy())
+    encode(store, store, len(data))
+    return store.tokens.tobytes()
 
 
 def decode_bytes(data: bytes) -> bytes:
-    out = bytearray(data)
-    decode(lambda offset, count: bytes(out[offset : offset + count]), _writer(out), len(out))
-    return bytes(out)
-
-
-def _writer(out: bytearray) -> Write:
-    def write(offset: int, data: bytes) -> None:
-        out[offset : offset + len(data)] = data
-
-    return write
+    store = ArrayStore(np.frombuffer(data, np.uint8).copy())
+    decode(store, len(data))
+    return store.tokens.tobytes()

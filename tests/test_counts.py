@@ -75,6 +75,9 @@ def test_column_contexts_read_the_byte_above_and_whether_the_line_repeats():
     assert not counts.same_line[0]  # "aby" is not "abx"
     assert counts._above()[0] == ord("y")
     assert found[0, 1].sum() == 0  # above "y", after "y", off the repeated start: never seen
+    repeated = feed(ContextCounts(config, 1), b"ab\nab\na")
+    # Line 2's "b" followed an "a" with "b" above it on a repeated start: the same context now.
+    assert repeated[0, 1, ord("b")] == 1 and repeated[0, 2, ord("b")] == 1
     shorter = ContextCounts(config, 1)
     feed(shorter, b"ab\nabcd")
     assert shorter._above()[0] == 256  # the previous line has no fifth byte
@@ -85,8 +88,9 @@ def test_record_length_is_detected_from_repeating_distances():
     rng = np.random.default_rng(0)
     records = b"".join(bytes([7, 0xAA, i % 256]) + rng.integers(0, 256, 21, dtype=np.uint8).tobytes() for i in range(40))
     counts = ContextCounts(config, 1)
-    feed(counts, records)
+    found = feed(counts, records)
     assert counts.record[0] == 24
+    assert found[0, 2, 7] > 0  # a record starts: one and two records back were 7, and a 7 followed
     assert counts._back(counts.record)[0] == records[-24]  # the byte one record back
     unrelated = ContextCounts(config, 1)
     feed(unrelated, rng.integers(0, 256, 960, dtype=np.uint8).tobytes())
