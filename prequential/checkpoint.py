@@ -48,6 +48,7 @@ _COUNT_ARRAYS = (
     "last_gaps",
     "record_guess",
     "record_votes",
+    "pixel",
     "record",
 )
 

@@ -14,7 +14,11 @@ The model mixes both (model.py, `CountMixer`). The channels are
   and together, for data made of fixed-length records (tables in executables, images). The record
   length is detected as paq8px's record model does: a byte value seen 4 times running at equal
   distances votes for that distance, and a distance that leads the others by 8 votes becomes the
-  record length. Until a stream has one, these channels give it no counts;
+  record length. Until a stream has one, these channels give it no counts. An uncompressed
+  image (binary PGM or PPM, BMP) says its row length in its header: once the first stream has
+  read a whole such header, every stream takes that length for good, and the two channels key
+  instead on the bytes above (N) and to the left (W, one pixel back) together, and on the
+  gradient prediction W + N - NW (as in lossless image coders: LOCO-I, paq8px);
 - a match model (match_model): the byte that followed the last occurrence of the current 8-byte
   context, weighted by how many of its predictions in a row were right. It reads that byte from a
   ring of each stream's last 2**match_window_log2 tokens, so its memory does not grow with the input.
@@ -32,6 +36,7 @@ context in text changes more than what follows a short one. All streams share th
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -45,6 +50,23 @@ _MATCH_MAX_RUN = 15
 _RECORD_GAPS = 3  # a byte value seen at equal distances this many times running votes for that distance
 _RECORD_VOTES = 8  # the lead in votes that makes a distance the record length
 _POSITION_BITS = np.int64(40)  # a match pointer is stream << 40 | position
+_IMAGE_HEADER_BYTES = 64  # an image header must end within the first stream's first bytes
+_IMAGE_KEY = np.uint64(1) << np.uint64(60)  # sets a gradient prediction's key apart from a record context's
+_PNM_BLANK = rb"(?:\s|#[^\n]*\n)+"  # whitespace and comments
+_PNM_HEADER = re.compile(rb"P([56])" + _PNM_BLANK + rb"(\d+)" + _PNM_BLANK + rb"\d+" + _PNM_BLANK + rb"(\d+)\s")
+
+
+def image_layout(head: bytes) -> tuple[int, int]:
+    """(bytes per row, bytes per pixel) of the uncompressed image whose header is exactly `head`
+    (binary PGM or PPM of 8-bit samples; BMP of 8, 24 or 32 bits per pixel), else (0, 0)."""
+    if (pnm := _PNM_HEADER.fullmatch(head)) and int(pnm[3]) < 256:
+        pixel = 3 if pnm[1] == b"6" else 1
+        return int(pnm[2]) * pixel, pixel
+    if len(head) == 30 and head.startswith(b"BM"):
+        width, bits = int.from_bytes(head[18:22], "little", signed=True), int.from_bytes(head[28:30], "little")
+        if bits in (8, 24, 32) and 0 < width < 1 << 16:
+            return (width * bits + 31) // 32 * 4, bits // 8
+    return 0, 0
 
 
 def _is_word_byte(tokens: np.ndarray) -> np.ndarray:
@@ -103,6 +125,7 @@ class ContextCounts:
         self.record_guess = np.zeros(streams, np.int64)  # the distance that leads the vote, and by how much
         self.record_votes = np.zeros(streams, np.int64)
         self.record = np.zeros(streams, np.int64)  # the detected record length, 0 until one is
+        self.pixel = np.zeros(streams, np.int64)  # bytes per pixel of an image whose header gave the record length, else 0
         # The position whose counts the next lookup gives. A pass over more data (given data first)
         # goes on counting from here, so its matches may point back into the earlier data.
         self.time = 0
@@ -129,7 +152,12 @@ class ContextCounts:
         if self.config.count_records:
             back, back2 = (self._back(k * self.record).astype(np.uint64) for k in (1, 2))
             record = np.minimum(self.record, 1 << 20).astype(np.uint64) << np.uint64(24)
-            keys.append(np.stack([back | (left << np.uint64(8)) | record, back | (back2 << np.uint64(8)) | record], axis=1))
+            if self.pixel[0]:  # an image (all streams at once): N with W, and W + N - NW
+                west, north_west = (self._back(d).astype(np.int64) for d in (self.pixel, self.record + self.pixel))
+                predicted = np.clip(west + back.astype(np.int64) - north_west, 0, 255).astype(np.uint64)
+                keys.append(np.stack([back | (west.astype(np.uint64) << np.uint64(8)) | record, predicted | _IMAGE_KEY], axis=1))
+            else:
+                keys.append(np.stack([back | (left << np.uint64(8)) | record, back | (back2 << np.uint64(8)) | record], axis=1))
         return np.concatenate(keys, axis=1) + np.arange(1, self.hashed_channels + 1, dtype=np.uint64)
 
     def _recall(self, pointers: np.ndarray, newest: int) -> tuple[np.ndarray, np.ndarray]:
@@ -196,6 +224,10 @@ class ContextCounts:
             self.recent[np.flatnonzero(active), self.time % self.recent.shape[1]] = tokens
         if self.config.match_model:
             self._follow_matches(active, tokens)
+        if self.config.count_records and self.time < _IMAGE_HEADER_BYTES and not self.pixel[0]:
+            row, pixel = image_layout(self.recent[0, : self.time + 1].tobytes())
+            if row:
+                self.record[:], self.pixel[:] = row, pixel
         self.time += 1
 
     def _follow_lines(self, active: np.ndarray, tokens: np.ndarray, above: np.ndarray) -> None:
@@ -247,7 +279,7 @@ class ContextCounts:
         votes = self.record_votes[voters] + np.where(agrees, 1, -1)
         self.record_guess[voters] = np.where(votes < 0, gap, self.record_guess[voters])
         self.record_votes[voters] = np.maximum(votes, 0)
-        won = voters[self.record_votes[voters] >= _RECORD_VOTES]
+        won = voters[(self.record_votes[voters] >= _RECORD_VOTES) & (self.pixel[voters] == 0)]
         self.record[won] = self.record_guess[won]
 
     def _follow_matches(self, active: np.ndarray, tokens: np.ndarray) -> None:

@@ -8,7 +8,7 @@ from conftest import TINY
 
 import prequential
 from prequential.config import NO_COUNTS
-from prequential.counts import ContextCounts
+from prequential.counts import ContextCounts, image_layout
 
 
 def feed(counts: ContextCounts, text: bytes, streams: int = 1) -> np.ndarray:
@@ -102,3 +102,45 @@ def test_column_and_record_contexts_round_trip():
     assert config.count_columns and config.count_records
     data = b"".join(b"%04d,%s,%d\n" % (i, b"xyz"[: i % 3 + 1], i * 7 % 13) for i in range(300))
     assert prequential.decompress(prequential.compress(data, config)) == data
+
+
+@pytest.mark.parametrize(
+    ("head", "layout"),
+    [
+        (b"P6\n451 300\n255\n", (1353, 3)),
+        (b"P5 640 # a comment\n480 255\n", (640, 1)),
+        (b"BM" + bytes(16) + (33).to_bytes(4, "little") + bytes(4) + (1).to_bytes(2, "little") + (24).to_bytes(2, "little"), (100, 3)),
+        (b"P6\n451 300\n65535\n", (0, 0)),  # 16-bit samples
+        (b"P6\n451 300\n255", (0, 0)),  # not the whole header yet
+        (b"P3\n451 300\n255\n", (0, 0)),  # text samples
+        (b"#!/bin/sh\necho\n", (0, 0)),
+    ],
+)
+def test_image_headers_give_the_row_and_pixel_length(head, layout):
+    assert image_layout(head) == layout
+
+
+def gradient_image(width: int, height: int) -> bytes:
+    """A binary PGM whose every pixel is its west plus its north minus its north-west neighbour."""
+    rng = np.random.default_rng(1)
+    row, column = rng.integers(0, 128, width, dtype=np.int64), rng.integers(0, 128, height, dtype=np.int64)
+    pixels = (row[None, :] + column[:, None] - row[0]) % 256
+    return b"P5\n%d %d\n255\n" % (width, height) + pixels.astype(np.uint8).tobytes()
+
+
+def test_an_image_header_sets_the_row_length_of_every_stream_and_the_gradient_context():
+    config = TINY.replace(**NO_COUNTS).replace(count_orders=1, count_records=1)
+    image = gradient_image(37, 20)
+    counts = ContextCounts(config, 2)
+    found = feed(counts, image[:-1], streams=2)
+    assert list(counts.record) == [37, 37] and list(counts.pixel) == [1, 1]
+    predicted = found[0, counts._record_channels.stop - 1]  # the context W + N - NW
+    assert predicted.argmax() == image[-1] and predicted[image[-1]] >= 4  # the next pixel, seen with this prediction before
+    plain = ContextCounts(config, 1)
+    feed(plain, image[15:])  # no header: no image
+    assert plain.pixel[0] == 0
+
+
+def test_an_image_round_trips():
+    image = gradient_image(45, 30)
+    assert prequential.decompress(prequential.compress(image, TINY)) == image
