@@ -6,7 +6,7 @@ The model mixes both (model.py, `CountMixer`). The channels are
 - byte contexts: the last k bytes, for k = 1..count_orders;
 - sparse contexts (count_sparse): the 2nd last byte; the 2nd and 3rd last bytes;
 - word contexts (count_words): the current word so far, the previous word with it, and (2) the
-  two previous words with it;
+  two previous words with it. In CJK text, which has no spaces, the words are its characters;
 - column contexts (count_columns): the byte above (at the same column of the previous line, or
   none) with the last byte and with whether the line so far repeats the previous one's start, and
   the byte above with the column. Word lists, tables, logs and indented code repeat by line;
@@ -211,10 +211,16 @@ class ContextCounts:
         symbols = tokens.astype(np.uint64)
         if self.config.count_words:
             in_word = _is_word_byte(tokens)
-            ended = ~in_word & (self.word[active] != 0)
+            # A UTF-8 character of 3 or 4 bytes starting after another multi-byte one also ends
+            # the word: CJK text has no spaces, so its words would run to the next punctuation;
+            # so they are its characters (a Latin-1 letter after an ASCII one is not such a start).
+            last = self.context[active] & np.uint64(0xFF)
+            starts = (tokens >= 0xE0) & (last >= 0x80) & (last < 0xC0)
+            ended = (~in_word | starts) & (self.word[active] != 0)
             shifted = np.stack([self.word[active], self.previous_words[active, 0]], axis=1)
             self.previous_words[active] = np.where(ended[:, None], shifted, self.previous_words[active])
-            self.word[active] = np.where(in_word, self.word[active] * _WORD_HASH + (symbols | np.uint64(0x20)), 0)
+            word = np.where(starts, np.uint64(0), self.word[active])
+            self.word[active] = np.where(in_word, word * _WORD_HASH + (symbols | np.uint64(0x20)), 0)
         if found.above is not None:
             self._follow_lines(active, tokens, found.above)
         if self.config.count_records:

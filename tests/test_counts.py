@@ -144,3 +144,16 @@ def test_an_image_header_sets_the_row_length_of_every_stream_and_the_gradient_co
 def test_an_image_round_trips():
     image = gradient_image(45, 30)
     assert prequential.decompress(prequential.compress(image, TINY)) == image
+
+
+def test_cjk_characters_are_words_and_latin1_letters_are_not_split():
+    config = TINY.replace(**NO_COUNTS).replace(count_words=2)
+
+    def word_after(text: bytes) -> tuple[int, int]:
+        counts = ContextCounts(config, 1)
+        feed(counts, text)
+        return int(counts.word[0]), int(counts.previous_words[0, 0])
+
+    zhong, wen = "中".encode(), "文".encode()
+    assert word_after(zhong + wen) == (word_after(wen)[0], word_after(zhong)[0])  # the last character, after the one before
+    assert word_after(b"caf\xe9")[0] != word_after(b"\xe9")[0]  # Latin-1: "\xe9" after an ASCII letter goes on the word
