@@ -150,13 +150,14 @@ class ContextCounts:
             with_left = above | (left << np.uint64(9)) | (self.same_line.astype(np.uint64) << np.uint64(17))
             keys.append(np.stack([with_left, above | (column << np.uint64(9))], axis=1))
         if self.config.count_records:
-            back, back2 = (self._back(k * self.record).astype(np.uint64) for k in (1, 2))
+            back = self._back(self.record).astype(np.uint64)
             record = np.minimum(self.record, 1 << 20).astype(np.uint64) << np.uint64(24)
             if self.pixel[0]:  # an image (all streams at once): N with W, and W + N - NW
                 west, north_west = (self._back(d).astype(np.int64) for d in (self.pixel, self.record + self.pixel))
                 predicted = np.clip(west + back.astype(np.int64) - north_west, 0, 255).astype(np.uint64)
                 keys.append(np.stack([back | (west.astype(np.uint64) << np.uint64(8)) | record, predicted | _IMAGE_KEY], axis=1))
             else:
+                back2 = self._back(2 * self.record).astype(np.uint64)
                 keys.append(np.stack([back | (left << np.uint64(8)) | record, back | (back2 << np.uint64(8)) | record], axis=1))
         return np.concatenate(keys, axis=1) + np.arange(1, self.hashed_channels + 1, dtype=np.uint64)
 
