@@ -255,9 +255,10 @@ def _attention_constants(head_dim: int) -> tuple[tuple[int, int], tuple[int, int
 
 def _cache_entry(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Keys or values as the attention uses them: 8-bit integers with a scale per position
-    (what a decoder's cache holds, so each position is quantized once)."""
+    (what a decoder's cache holds, so each position is quantized once). The integers are kept
+    as float32, the type the exact dot reads: an int8 cache was converted at every step."""
     q, s = im.quantize(x, BITS_QK, -1)
-    return q.astype(jnp.int8), s
+    return q.astype(jnp.float32), s
 
 
 def _attend(q, keys, values, mask):
