@@ -159,7 +159,7 @@ class CountMixer(nn.Module):
         else:
             log_p = ops.count_log(counts, self.alpha, self.max_count)
             if self.states == 1:
-                log_p = log_p + jnp.where(largest, self._lookup("state_largest", 0.0, state)[..., None], 0.0)
+                return logits + ops.mix_offsets(weights, log_p, largest, self._lookup("state_largest", 0.0, state))
         # A channel's normalizer (its log of total count plus smoothing) is the same for every
         # byte, so the softmax needs none.
         return logits + ops.mix(weights, log_p)

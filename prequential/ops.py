@@ -20,7 +20,9 @@ Why each primitive gives the same bits on every machine, and how close it is to 
   times values is an integer dot, the values' scales folded into the probabilities.
 - softmax and bits (bits_and_probs): logits in fixed point, 2**z from the table, the sum an
   integer sum, -log2 p from the log2 table; the coder is given the integer weights themselves.
-- relu is exact in float; embedding gradients are one-hot integer products (no scatter-add).
+- mix and mix_offsets: 16-bit weights times 16-bit fixed-point log-counts, an integer dot; the
+  offsets' gradient is an integer dot over the bytes too, not a float sum of a broadcast.
+- relu is exact in float; embedding gradients are 16-bit rows scatter-added as int32.
 Row-wise quantization (a scale per position) keeps every position's result independent of the
 other positions in the batch: a teacher-forced pass over a segment computes exactly what the
 decoder computes one position at a time.
@@ -370,6 +372,33 @@ def _mix(weights: jnp.ndarray, log_counts: jnp.ndarray) -> jnp.ndarray:
 _mix.defvjp(_mix_fwd, _mix_bwd)
 
 
+def _mix_offsets_fwd(weights, log_counts, largest, offsets):
+    out, (wq, sw, lq) = _mix_fwd(weights, log_counts + jnp.where(largest, offsets[..., None], 0.0))
+    return out, (wq, sw, lq, largest)
+
+
+def _mix_offsets_bwd(res, dz):
+    wq, sw, lq, largest = res
+    k, v = lq.shape[-2:]
+    dzq, sdz = im.quantize(dz, 16, -1)
+    rows = dzq.reshape(-1, 1, v)
+    dw = im.int_dot(rows, 16, lq.reshape(-1, k, v), 16, _MIX_T).reshape(*wq.shape)
+    # d offset_k = w_k times the sum of dz over the bytes where channel k's count is the largest:
+    # an integer dot, where the cotangent of every log-count would be summed in float.
+    hits, sh = im.quantize(im.int_dot(rows, 16, largest.reshape(-1, k, v).astype(jnp.float32), 8, _MIX_T).reshape(*wq.shape), 15, ())
+    return im.scale(dw, sdz - LOG_COUNT_FRAC), None, None, im.scale(wq * hits, sw + sdz + sh)
+
+
+@jax.custom_vjp
+def _mix_offsets(weights: jnp.ndarray, log_counts: jnp.ndarray, largest: jnp.ndarray, offsets: jnp.ndarray) -> jnp.ndarray:
+    """mix(weights, log_counts + offsets where `largest`): each channel's offset added to the
+    log-counts of its most frequent bytes. `log_counts` gets no gradient (a table of counts)."""
+    return _mix_offsets_fwd(weights, log_counts, largest, offsets)[0]
+
+
+_mix_offsets.defvjp(_mix_offsets_fwd, _mix_offsets_bwd)
+
+
 def _log2_logits(logits: jnp.ndarray) -> jnp.ndarray:
     """Logits (natural units) as log2 units in SCORE_FRAC fractional bits: a fixed-point copy
     (LOGIT_FRAC bits, below 2**20) times log2(e) to 20 bits, as two products of 10 bits."""
@@ -557,6 +586,10 @@ class Native:
         return jnp.einsum("...k,...kv->...v", weights, log_counts)
 
     @staticmethod
+    def mix_offsets(weights, log_counts, largest, offsets):
+        return Native.mix(weights, log_counts + jnp.where(largest, offsets[..., None], 0.0))
+
+    @staticmethod
     def count_log(counts, alpha: float, max_count: int):
         """ln(1 + n / alpha) for integer counts n < max_count, from a table. It is ln(n + alpha)
         less a constant, which the softmax ignores; 0 for an unseen byte, so a context that saw
@@ -612,6 +645,7 @@ class Exact:
     attention_cached = staticmethod(_attention_cached)
     cache_entry = staticmethod(_cache_entry)
     mix = staticmethod(_mix)
+    mix_offsets = staticmethod(_mix_offsets)
     times = staticmethod(_times)
     take_along = staticmethod(_take_along)
     bits_and_weights = staticmethod(_bits_and_weights)

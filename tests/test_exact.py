@@ -181,6 +181,56 @@ def test_mix_and_log_counts_match_float():
     assert np.abs(np.asarray(Exact.log_count(seen)) - np.log1p(np.asarray(seen))).max() < 1e-3
 
 
+def test_mix_with_offsets_on_the_largest_counts_matches_float():
+    counts = RNG.integers(0, 5, (3, 4, 5, 256))
+    largest = jnp.asarray((counts == counts.max(-1, keepdims=True)) & (counts > 0))  # ties: several per channel
+    log_p, w, offsets = jnp.asarray(np.log1p(counts / 0.025), jnp.float32), normal_array(3, 4, 5), normal_array(3, 4, 5)
+    assert rel_err(Exact.mix_offsets(w, log_p, largest, offsets), in_float64(Native.mix_offsets, w, log_p, largest, offsets)) < 3e-4
+    got = grads(lambda a, o: Exact.mix_offsets(a, log_p, largest, o), w, offsets)
+    want = in_float64(lambda a, o: grads(lambda b, c: Native.mix_offsets(b, log_p, largest, c), a, o), w, offsets)
+    assert rel_err(got[0], want[0]) < 3e-4 and rel_err(got[1], want[1]) < 3e-4
+
+
+def _equations(jaxpr):
+    """Every equation of a jaxpr and of the jaxprs inside its equations (calls, custom rules)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for inner in value if isinstance(value, (tuple, list)) else [value]:
+                inner = getattr(inner, "jaxpr", inner)
+                if hasattr(inner, "eqns"):
+                    yield from _equations(inner)
+
+
+@pytest.mark.parametrize("count_states", [0, 1, 2])
+def test_the_exact_training_step_sums_no_floats(count_states):
+    """A float sum of more than two terms rounds by its order, which depends on the machine: none
+    may reach what the step returns (jax.grad sums the cotangent of a broadcast in float, so a
+    parameter broadcast outside an exact primitive would show up here)."""
+    from jax._src.interpreters import partial_eval as pe
+
+    config = TINY.replace(numerics="exact", count_states=count_states)
+    learner = Learner.create(config)
+    c = config
+    args = (
+        learner.state_shape(),
+        jax.ShapeDtypeStruct((c.streams, c.window), jnp.int32),
+        jax.ShapeDtypeStruct((c.streams, c.segment), jnp.int32),
+        jax.ShapeDtypeStruct((c.streams, c.segment), jnp.bool_),
+        jax.ShapeDtypeStruct((c.streams, c.segment, c.count_channels, c.vocab_size), jnp.uint16),
+    )
+    closed = jax.make_jaxpr(learner._train)(*args)
+    used = pe.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars))[0]  # drops the loss's value, which nothing reads
+    float_sums = [
+        (eqn.primitive.name, eqn.invars[0].aval.shape, eqn.params.get("axes"))
+        for eqn in _equations(used)
+        if eqn.primitive.name in ("reduce_sum", "cumsum")
+        and jnp.issubdtype(eqn.invars[0].aval.dtype, jnp.floating)
+        and any(eqn.invars[0].aval.shape[a] > 2 for a in eqn.params.get("axes", ()))
+    ]
+    assert not float_sums
+
+
 def test_exact_adam_follows_optax_adam():
     config = TINY.replace(learning_rate=1e-3, warmup_segments=3, lr_decay_tokens=100)
     params = {"w": normal_array(200), "b": normal_array(3, 7)}
