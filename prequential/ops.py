@@ -353,11 +353,16 @@ def _mix_fwd(weights, log_counts):
     return im.scale(out, sw - LOG_COUNT_FRAC), (wq, sw, lq)
 
 
+def _per_channel(dzq: jnp.ndarray, table: jnp.ndarray, bits: int) -> jnp.ndarray:
+    """sum_v dzq[..., v] * table[..., k, v] for each channel k, for 16-bit dzq: an exact dot."""
+    k, v = table.shape[-2:]
+    return im.int_dot(dzq.reshape(-1, 1, v), 16, table.reshape(-1, k, v), bits, _MIX_T).reshape(*dzq.shape[:-1], k)
+
+
 def _mix_bwd(res, dz):
     wq, sw, lq = res
-    k, v = lq.shape[-2:]
     dzq, sdz = im.quantize(dz, 16, -1)
-    dw = im.int_dot(dzq.reshape(-1, 1, v), 16, lq.reshape(-1, k, v), 16, _MIX_T).reshape(*wq.shape)
+    dw = _per_channel(dzq, lq, 16)
     dl = im.scale(wq[..., None] * dzq[..., None, :], sw[..., None] + sdz[..., None])
     return im.scale(dw, sdz - LOG_COUNT_FRAC), dl
 
@@ -372,20 +377,23 @@ def _mix(weights: jnp.ndarray, log_counts: jnp.ndarray) -> jnp.ndarray:
 _mix.defvjp(_mix_fwd, _mix_bwd)
 
 
+def _with_offsets(log_counts: jnp.ndarray, largest: jnp.ndarray, offsets: jnp.ndarray) -> jnp.ndarray:
+    """The log-counts with each channel's offset added where its count is the largest (one add)."""
+    return log_counts + jnp.where(largest, offsets[..., None], 0.0)
+
+
 def _mix_offsets_fwd(weights, log_counts, largest, offsets):
-    out, (wq, sw, lq) = _mix_fwd(weights, log_counts + jnp.where(largest, offsets[..., None], 0.0))
+    out, (wq, sw, lq) = _mix_fwd(weights, _with_offsets(log_counts, largest, offsets))
     return out, (wq, sw, lq, largest)
 
 
 def _mix_offsets_bwd(res, dz):
     wq, sw, lq, largest = res
-    k, v = lq.shape[-2:]
     dzq, sdz = im.quantize(dz, 16, -1)
-    rows = dzq.reshape(-1, 1, v)
-    dw = im.int_dot(rows, 16, lq.reshape(-1, k, v), 16, _MIX_T).reshape(*wq.shape)
+    dw = _per_channel(dzq, lq, 16)
     # d offset_k = w_k times the sum of dz over the bytes where channel k's count is the largest:
     # an integer dot, where the cotangent of every log-count would be summed in float.
-    hits, sh = im.quantize(im.int_dot(rows, 16, largest.reshape(-1, k, v).astype(jnp.float32), 8, _MIX_T).reshape(*wq.shape), 15, ())
+    hits, sh = im.quantize(_per_channel(dzq, largest.astype(jnp.float32), 8), 15, ())
     return im.scale(dw, sdz - LOG_COUNT_FRAC), None, None, im.scale(wq * hits, sw + sdz + sh)
 
 
@@ -587,7 +595,7 @@ class Native:
 
     @staticmethod
     def mix_offsets(weights, log_counts, largest, offsets):
-        return Native.mix(weights, log_counts + jnp.where(largest, offsets[..., None], 0.0))
+        return Native.mix(weights, _with_offsets(log_counts, largest, offsets))
 
     @staticmethod
     def count_log(counts, alpha: float, max_count: int):
