@@ -1,8 +1,8 @@
 """Checkpoints of a long pass, taken at the end of coder blocks, so an interrupted run resumes.
 
 A checkpoint is a NumPy .npz archive of plain arrays (read back with allow_pickle=False): the
-learner's state leaves (keyed by their paths in the state's tree), the count tables, the bits so
-far (per segment for a measurement), and a JSON description of the run (the identity a resume
+learner's state leaves (keyed by their paths in the state's tree), the count tables, the memory
+states (config.memory_cache), the bits so far (per segment for a measurement), and a JSON description of the run (the identity a resume
 must match, and where the output stood). Not orbax: it would bring tensorstore and asynchronous
 writers for what is one archive of a few arrays, and we read files we did not write ourselves
 only through a format that cannot execute anything. It is written to a temporary
@@ -84,6 +84,8 @@ def save(path: str | Path, identity: dict[str, Any], progress: dict[str, Any], b
     if block_end.segment_bits is not None:
         arrays["segment_bits"] = block_end.segment_bits
     arrays |= {_state_key(path): np.asarray(leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(block_end.carry.state)[0]}
+    if block_end.carry.memory is not None:
+        arrays["memory"] = np.asarray(block_end.carry.memory)
     counts = block_end.carry.counts
     if counts is not None:
         arrays |= {f"counts.{name}": getattr(counts, name) for name in _COUNT_ARRAYS}
@@ -114,7 +116,8 @@ def load(path: str | Path, identity: dict[str, Any], learner: Learner) -> tuple[
                 counts.counts[z["counts.rows"]] = z["counts.counts"]
                 counts.time = int(z["counts.time"])
             segment_bits = z["segment_bits"].copy() if "segment_bits" in z else None
-            block_end = BlockEnd(int(z["next_segment"]), Carry(state, counts), float(z["ideal_bits"]), segment_bits)
+            memory = z["memory"].copy() if learner.config.caches_memory else None
+            block_end = BlockEnd(int(z["next_segment"]), Carry(state, counts, memory), float(z["ideal_bits"]), segment_bits)
     except (OSError, KeyError, ValueError, IndexError) as err:
         raise PrequentialError(f"checkpoint {str(path)!r} is unreadable ({err}); remove it to start over") from None
     return run["progress"], block_end

@@ -52,6 +52,10 @@ class Config:
     streams: int = 8
     segment: int = 32
     memory: int = 32
+    # 1: the later layers' inputs at the memory positions are the ones the previous segment's
+    # training step computed (Transformer-XL's cache, without gradient), not recomputed from the
+    # memory tokens every segment (0). A one-layer model recomputes nothing either way.
+    memory_cache: int = 1
     # Optimizer: Adam with per-parameter clipping, a linear warm-up of the learning rate, and its
     # decay as 1 / sqrt(1 + tokens / lr_decay_tokens) over the tokens trained on.
     learning_rate: float = 2.5e-4
@@ -98,6 +102,11 @@ class Config:
     def word_channels(self) -> int:
         """Word contexts: the current word, then one more per previous word it is joined with."""
         return self.count_words + 1 if self.count_words else 0
+
+    @property
+    def caches_memory(self) -> bool:
+        """Whether segments hand memory states on (memory_cache, with a layer after the first)."""
+        return bool(self.memory_cache) and self.n_layers > 1
 
     @property
     def window(self) -> int:
@@ -212,6 +221,7 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "replay_buffer": (0, 10**6),
     "replay_steps": (0, 10**4),
     "calibrate": (0, 1),
+    "memory_cache": (0, 1),
 }
 _FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
     "learning_rate": (0.0, 10.0),
@@ -251,8 +261,11 @@ PRESETS: dict[str, Config] = {
     # segment; syncs every 64 K tokens. Native numerics: with exact ones the full calibration
     # (count_states 2) breaks down after about 4,000 updates (docs/numerics.md).
     # It keeps the channels and initial weight it was measured with (no column or record contexts;
-    # weight 0.3): the default's newer ones are not yet measured on it.
+    # weight 0.3): the default's newer ones are not yet measured on it. It recomputes its memory:
+    # cached states cost it 0.5 % on alice29.txt and saved no time (one stream: its time goes
+    # to the per-segment work, not the model's arithmetic).
     "strong": Config(
+        memory_cache=0,
         count_columns=0,
         count_records=0,
         count_weight=0.3,
@@ -301,9 +314,10 @@ def preset(name: str) -> Config:
 
 def resolve(config: Config | str, user_module: bool = False) -> Config:
     """The validated config of a run (a preset name or a Config). A user's Flax module runs in
-    native numerics: it is written with float operations, not with the exact op set."""
+    native numerics (it is written with float operations, not with the exact op set) and
+    without cached memory states (this package's transformer computes them)."""
     config = preset(config) if isinstance(config, str) else config.validate()
-    return config.replace(numerics="native") if user_module else config
+    return config.replace(numerics="native", memory_cache=0) if user_module else config
 
 
 def from_dict(values: dict[str, Any], base: Config | None = None) -> Config:

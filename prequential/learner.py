@@ -106,19 +106,22 @@ class Learner:
 
     @_shared
     def train(self):
-        """(state, window (B,M+T), targets (B,T), mask (B,T), counts) -> (new state, bits (B,T)
-        before it, coder weights (B,T,V) before it)."""
-        return self._jit(self._train, "RBBBB", "RRR", donate_argnums=0)
+        """(state, window, targets (B,T), mask (B,T), counts) -> (new state, bits (B,T) before it,
+        coder weights (B,T,V) before it, memory states for the next segment). The window is the
+        inputs (B,M+T) or, with config.memory_cache, (inputs, memory states); states are None
+        without it."""
+        return self._jit(self._train, "RBBBB", "RRRB", donate_argnums=0)
 
     @_shared
     def score(self):
-        """(state, window, targets, mask, counts) -> (bits (B,T), coder weights (B,T,V)) of the
-        state's scoring parameters, with no update: a block-wise code's frozen model."""
-        return self._jit(self._score, "RBBBB", "RR")
+        """(state, window, targets, mask, counts) -> (bits (B,T), coder weights (B,T,V), memory
+        states) of the state's scoring parameters, with no update: a block-wise code's frozen model."""
+        return self._jit(self._score, "RBBBB", "RRB")
 
     @_shared
     def prefill(self):
-        """(prepared variables, memory (B,M)) -> cache for the segment that follows the memory."""
+        """(prepared variables, memory (B,M), or with memory_cache (memory, states)) -> cache
+        for the segment that follows the memory."""
         return self._jit(self._prefill_cached if _has_cache_methods(self.module) else self._prefill_window, "RB", "B")
 
     @_shared
@@ -184,6 +187,18 @@ class Learner:
     def _logits(self, params: Any, window: jax.Array, counts: jax.Array | None) -> jax.Array:
         return self._apply(params, window, counts)[:, -self.config.segment :]
 
+    def initial_memory(self) -> np.ndarray | None:
+        """The memory states before the first segment of a pass (config.memory_cache), else None."""
+        c = self.config
+        return np.zeros((c.streams, c.n_layers - 1, c.memory, c.d_model), np.float32) if c.caches_memory else None
+
+    def _forward(self, params: Any, window: Any, counts: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
+        """(logits of the segment, memory states for the next one, or None)."""
+        if not self.config.caches_memory:
+            return self._logits(params, window, counts), None
+        tokens, states = window
+        return self.module.apply(self.tree(params), tokens, counts, states, method="with_memory")
+
     def segment_scores(self, params: Any, window: jax.Array, targets: jax.Array, counts: jax.Array | None = None):
         """(-log2 p of each target (B, T), the coder weights (B, T, V)) given the window (B, M+T)
         of inputs before the targets and, with count models, their counts (B, T, K, V)."""
@@ -208,30 +223,31 @@ class Learner:
         bits, weights = self.ops.bits_and_weights(logits, targets)
         return bits, weights.astype(jnp.float32), calibration
 
-    def _score(self, state: TrainState, window: jax.Array, targets: jax.Array, mask: jax.Array, counts: jax.Array | None = None):
-        return self._scores(self._logits(self.scoring_params(state), window, counts), targets, mask, state.calibration)[:2]
+    def _score(self, state: TrainState, window: Any, targets: jax.Array, mask: jax.Array, counts: jax.Array | None = None):
+        logits, memory = self._forward(self.scoring_params(state), window, counts)
+        return *self._scores(logits, targets, mask, state.calibration)[:2], memory
 
-    def _train(self, state: TrainState, window: jax.Array, targets: jax.Array, mask: jax.Array, counts: jax.Array | None = None):
+    def _train(self, state: TrainState, window: Any, targets: jax.Array, mask: jax.Array, counts: jax.Array | None = None):
         def loss(params):
-            logits = self._logits(params, window, counts)
+            logits, memory = self._forward(params, window, counts)
             bits, weights = self.ops.bits_and_weights(logits, targets)
             if self.ops.name == "exact":  # a sum scaled by a power of two near 1 / tokens: exact
                 total = jnp.sum(jnp.where(mask, bits, 0.0)) * 2.0 ** -max((self.config.streams * self.config.segment).bit_length() - 1, 0)
             else:
                 total = jnp.sum(bits * mask) / jnp.maximum(jnp.sum(mask), 1)
-            return total, (bits, weights.astype(jnp.float32), logits)
+            return total, (bits, weights.astype(jnp.float32), logits, memory)
 
-        (_, (bits, weights, logits)), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+        (_, (bits, weights, logits, memory)), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         c = self.config
         calibration = state.calibration
         if c.ema_decay:  # the average scores, before it moves towards the new parameters
-            logits = self._logits(state.ema, window, counts)
+            logits = self._forward(state.ema, window, counts)[0]
         if c.ema_decay or c.calibrate:  # else the loss's own bits and weights are the scores
             bits, weights, calibration = self._scores(logits, targets, mask, calibration)
         ema = moving_average(state.ema, params, c.ema_decay) if c.ema_decay else None
-        return TrainState(params, opt_state, ema, calibration), bits, weights
+        return TrainState(params, opt_state, ema, calibration), bits, weights, memory
 
     def _prepare(self, state: TrainState) -> Any:
         variables = self.tree(self.scoring_params(state))
@@ -248,8 +264,9 @@ class Learner:
             logits = jax.lax.switch(variables["temperature"], branches, logits)
         return self.ops.coder_weights(logits)
 
-    def _prefill_cached(self, variables: Any, memory: jax.Array) -> Any:
-        return self.module.apply(_module_variables(variables), memory, method="prefill")
+    def _prefill_cached(self, variables: Any, memory: Any) -> Any:
+        args = memory if self.config.caches_memory else (memory,)
+        return self.module.apply(_module_variables(variables), *args, method="prefill")
 
     def _step_cached(self, variables: Any, cache: Any, tokens: jax.Array, pos: jax.Array, counts: jax.Array | None = None):
         logits, cache = self.module.apply(_module_variables(variables), tokens, pos, cache, counts, method="step")
@@ -265,6 +282,12 @@ class Learner:
         window = jax.lax.dynamic_update_slice_in_dim(window, tokens[:, None], pos, axis=1)
         logits = jax.lax.dynamic_index_in_dim(self.module.apply(_module_variables(variables), window), pos, axis=1, keepdims=False)
         return self._coder_weights(variables, logits), window
+
+
+def with_memory(tokens: np.ndarray, memory: Any) -> Any:
+    """The window argument of train, score and prefill: the tokens, with the memory states
+    when the config caches them (memory not None)."""
+    return tokens if memory is None else (tokens, memory)
 
 
 def _module_variables(variables: dict) -> dict:
@@ -303,6 +326,8 @@ def learner_for(
     """One compiled learner per (config, module, optimizer, devices), shared by every run in a process."""
     if module is not None and config.count_channels:
         raise ConfigError("a user's module takes tokens only: turn the count models off (" + ", ".join(f"{f} = 0" for f in NO_COUNTS) + ")")
+    if module is not None and config.caches_memory:
+        raise ConfigError("config field 'memory_cache' needs this package's transformer (a user's module has no memory states)")
     if config.streams % devices:
         raise ConfigError(f"{config.streams} streams cannot be split evenly over {devices} devices: choose a divisor of {config.streams}")
     model = config.replace(**{name: getattr(Config, name) for name in ESTIMATOR_FIELDS})
@@ -336,12 +361,13 @@ def fingerprint(learner: Learner) -> bytes:
     counts = rng.integers(0, 4, shape, dtype=np.uint16) if c.count_channels else None
     h = hashlib.blake2b(digest_size=8)
     state = learner.init()
+    memory = learner.initial_memory()
     for _ in range(2):
         variables = learner.prepare(state)
-        cache = learner.prefill(variables, window[:, : c.memory])
+        cache = learner.prefill(variables, with_memory(window[:, : c.memory], memory))
         first_counts = None if counts is None else counts[:, 0]
         probs, _ = learner.step(variables, cache, window[:, c.memory], c.memory, first_counts)
         h.update(np.asarray(probs).tobytes())
-        state, bits, weights = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
+        state, bits, weights, memory = learner.train(state, with_memory(window, memory), targets, np.ones(targets.shape, bool), counts)
         h.update(np.asarray(bits).tobytes() + np.asarray(weights).tobytes() + params_digest(state.params))
     return h.digest()

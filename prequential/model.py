@@ -93,6 +93,11 @@ class Block(nn.Module):
         causal = jnp.arange(first, n)[:, None] >= jnp.arange(n)[None, :]
         return self._finish(x[:, first:], self.ops.attention(q[:, :, first:], k, v, causal)), k, v
 
+    def keys_values(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The keys and values of positions x, for a cache: no outputs."""
+        _, k, v = self._heads(x)
+        return k, v
+
     def step(self, x: jax.Array, keys: jax.Array, values: jax.Array, pos: jax.Array):
         """One new position `pos` per stream; keys/values (B,H,W,D) hold positions < pos."""
         q, k, v = self._heads(x)
@@ -186,8 +191,11 @@ class Transformer(nn.Module):
         logits = self.head(hidden)
         return logits if counts is None else self.mixer(logits, hidden, counts)
 
+    def _embed(self, tokens: jax.Array) -> jax.Array:
+        return self.ops.add_broadcast(self.ops.lookup(self.embedding, tokens), self.position[: tokens.shape[1]])
+
     def _run(self, tokens: jax.Array, counts: jax.Array | None = None) -> tuple[jax.Array, Cache]:
-        x = self.ops.add_broadcast(self.ops.lookup(self.embedding, tokens), self.position[: tokens.shape[1]])
+        x = self._embed(tokens)
         cache = []
         for i, block in enumerate(self.blocks):
             # Given counts (B, N, K, V) for the last N positions, only those are scored, so the
@@ -201,10 +209,38 @@ class Transformer(nn.Module):
         """Logits for every position or, given counts for the last N positions, for those."""
         return self._run(tokens, counts)[0]
 
-    def prefill(self, tokens: jax.Array) -> Cache:
-        """Cache the keys/values of the memory tokens (B, M), padded to the full window."""
+    @staticmethod
+    def _memory_inputs(embedded: jax.Array, states: jax.Array) -> list[jax.Array]:
+        """Each block's inputs at the M memory positions: the first block's are the embedded
+        memory tokens, the others' the states the previous segment's training step cached."""
+        return [embedded, *(states[:, i] for i in range(states.shape[1]))]
+
+    def with_memory(self, tokens: jax.Array, counts: jax.Array | None, states: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Transformer-XL's segment step: logits for the last T positions of tokens (B, M + T)
+        from cached memory states (B, L - 1, M, d_model), and the states to cache for the next
+        segment (the blocks' inputs at its memory positions, without gradient). Only the first
+        block sees the memory tokens themselves, so no block computes outputs for the memory."""
+        M = self.config.memory
+        embedded = self._embed(tokens)
+        memory = self._memory_inputs(embedded[:, :M], states)
+        x = embedded[:, M:]
+        new_states = []
+        for i, (block, before) in enumerate(zip(self.blocks, memory, strict=True)):
+            inputs = jnp.concatenate([before, x], axis=1)
+            if i:  # the first block's memory inputs come from the tokens
+                new_states.append(inputs[:, -M:])
+            x, _, _ = block(inputs, M)
+        return self._output(x, counts), jax.lax.stop_gradient(jnp.stack(new_states, axis=1))
+
+    def prefill(self, tokens: jax.Array, states: jax.Array | None = None) -> Cache:
+        """Cache the keys/values of the memory tokens (B, M), padded to the full window; with
+        memory states (with_memory), every block's from its memory inputs."""
         pad = [(0, 0)] * 2 + [(0, self.config.window - tokens.shape[1]), (0, 0)]
-        entries = [(self.ops.cache_entry(k), self.ops.cache_entry(v)) for k, v in self._run(tokens)[1]]
+        if states is None:
+            kv = self._run(tokens)[1]
+        else:
+            kv = [block.keys_values(x) for block, x in zip(self.blocks, self._memory_inputs(self._embed(tokens), states), strict=True)]
+        entries = [(self.ops.cache_entry(k), self.ops.cache_entry(v)) for k, v in kv]
         return jax.tree_util.tree_map(lambda a: jnp.pad(a, pad), tuple(entries))
 
     def step(self, token: jax.Array, pos: jax.Array, cache: Cache, counts: jax.Array | None = None) -> tuple[jax.Array, Cache]:

@@ -17,7 +17,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -26,7 +26,7 @@ from prequential.coder import Coder
 from prequential.config import Config
 from prequential.counts import ContextCounts
 from prequential.errors import DesyncError
-from prequential.learner import Learner, TrainState, params_digest
+from prequential.learner import Learner, TrainState, params_digest, with_memory
 from prequential.store import OffsetStore, TokenStore
 
 # Called after each segment with (tokens done, bits spent so far).
@@ -113,10 +113,12 @@ class BlockPlan(NamedTuple):
 
 @dataclasses.dataclass
 class Carry:
-    """What a pass hands on to the next one over more data: the learner's state and its counts."""
+    """What a pass hands on to the next one over more data: the learner's state and its counts;
+    within a pass, also the memory states of the next segment (config.memory_cache)."""
 
     state: TrainState
     counts: ContextCounts | None
+    memory: Any = None
 
 
 @dataclasses.dataclass
@@ -182,8 +184,11 @@ def _begin(learner: Learner, layout: Layout, carry: Carry | None, resume: BlockE
     if resume is not None:
         bits = None if resume.segment_bits is None else resume.segment_bits.copy()
         return BlockEnd(resume.next_segment, resume.carry, resume.ideal_bits, bits)
+    # A pass starts from memory states of nothing, as its window starts from start symbols.
     if carry is None:
-        carry = Carry(learner.init(), new_counts(learner.config, layout.streams))
+        carry = Carry(learner.init(), new_counts(learner.config, layout.streams), learner.initial_memory())
+    else:
+        carry = Carry(carry.state, carry.counts, learner.initial_memory())
     return BlockEnd(0, carry, 0.0, np.zeros(layout.segments) if record else None)
 
 
@@ -224,7 +229,8 @@ def replay(
     decodes = coder is not None and coder.decodes
     step_wise = coder is not None and (decodes or not exact)
     begin = _begin(learner, layout, carry, resume, record_segments)
-    state, counts, ideal_bits, segment_bits = begin.carry.state, begin.carry.counts, begin.ideal_bits, begin.segment_bits
+    state, counts, memory = begin.carry.state, begin.carry.counts, begin.carry.memory
+    ideal_bits, segment_bits = begin.ideal_bits, begin.segment_bits
     window = _Window(layout, tokens, begin.next_segment, config.memory, config.vocab_size)
     buffer = ReplayBuffer(config.replay_buffer) if config.replay_steps else None
     segment_counts = None
@@ -240,15 +246,17 @@ def replay(
             segment = np.zeros((layout.streams, T), np.int32) if decodes else layout.read(tokens, first, first + T)
             if counts is not None:
                 segment_counts = _segment_counts(config, layout.streams)
-            used = _step_through(learner, state, window, counts, segment_counts, coder if step_wise else None, segment, valid, steps)
+            used = _step_through(
+                learner, state, window, memory, counts, segment_counts, coder if step_wise else None, segment, valid, steps
+            )
             if decodes:
                 layout.write(tokens, first, segment)
-            inputs = window.model_inputs()
+            inputs = with_memory(window.model_inputs(), memory)
             if learn:
-                state, train_bits, weights = learner.train(state, inputs, segment, valid, segment_counts)
+                state, train_bits, weights, memory = learner.train(state, inputs, segment, valid, segment_counts)
                 state = more_updates(learner, state, buffer, s, (inputs, segment, valid, segment_counts))
             else:
-                train_bits, weights = learner.score(state, inputs, segment, valid, segment_counts)
+                train_bits, weights, memory = learner.score(state, inputs, segment, valid, segment_counts)
             # The bits of the weights coded: exact, the training step's (multiples of 2**-16, so
             # their float64 sum is exact); native step-wise, those of the step's float weights.
             bits = coded_bits(used, segment, valid) if step_wise and not exact else float(np.asarray(train_bits, np.float64)[valid].sum())
@@ -268,22 +276,23 @@ def replay(
         if coder is not None:
             coder.end_block(ideal_bits)
         if on_block:
-            on_block(BlockEnd(block.segments.stop, Carry(state, counts), ideal_bits, segment_bits))
-    return ReplayResult(ideal_bits, segment_bits, Carry(state, counts))
+            on_block(BlockEnd(block.segments.stop, Carry(state, counts, memory), ideal_bits, segment_bits))
+    return ReplayResult(ideal_bits, segment_bits, Carry(state, counts, memory))
 
 
 def _step_through(
-    learner: Learner, state: TrainState, window: _Window, counts, segment_counts, coder: Coder | None, segment, valid, steps: int
+    learner: Learner, state: TrainState, window: _Window, memory, counts, segment_counts, coder: Coder | None, segment, valid, steps: int
 ):
     """Go through one segment a position at a time: look up its counts, and with a coder score
     the position step-wise and code it; then enter its tokens in the window and the counts.
     Returns the weights the coder was given (B, T, V), or None without a coder (the tokens are
-    known and `train` scores them). Decoded tokens are written into `segment`."""
+    known and `train` scores them). Decoded tokens are written into `segment`. `memory` holds the
+    memory states (config.memory_cache) that the cache is made from with the memory tokens."""
     config = learner.config
     M = config.memory
     if coder is not None:
         variables = learner.prepare(state)
-        cache = learner.prefill(variables, window.model_inputs()[:, :M])
+        cache = learner.prefill(variables, with_memory(window.model_inputs()[:, :M], memory))
         used = np.zeros((segment.shape[0], config.segment, config.vocab_size), np.float32)
     found = None
     for i in range(steps):

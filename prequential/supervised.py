@@ -50,7 +50,7 @@ def labels_config(classes: int, batch: int = 32, seed: int = 0, **estimator: Any
     """The config of a labels code: `classes` symbols, `batch` examples per online update (and
     per minibatch of block-wise training), and the estimator's fields (blocks, block_init,
     epochs, early_stop, updates, replay_buffer, replay_steps, ema_decay, calibrate)."""
-    fields = {"vocab_size": classes, "streams": 1, "segment": batch, "memory": 1, "seed": seed, "numerics": "native"}
+    fields = {"vocab_size": classes, "streams": 1, "segment": batch, "memory": 1, "memory_cache": 0, "seed": seed, "numerics": "native"}
     try:
         return Config(**fields, **NO_COUNTS, **estimator).validate()
     except TypeError as err:
@@ -185,7 +185,7 @@ def _fit(learner: Classifier, x: np.ndarray, labels: ArrayStore, stop: int, stat
         for lo in range(0, stop, B):
             rows = order[lo : lo + B]
             inputs, mask = _batch(x, rows, B)
-            state, bits, _ = learner.train(state, inputs, _targets(y[rows], B), mask, None)
+            state, bits, *_ = learner.train(state, inputs, _targets(y[rows], B), mask, None)
             loss += float(np.asarray(bits, np.float64)[mask].sum())
         if stops_early(config, previous, loss):
             break

@@ -27,6 +27,9 @@ SMALL = {
     "blocks-continue": estimator("blocks-continue", TINY).replace(epochs=2),
     "replay": TINY.replace(replay_buffer=4, replay_steps=2, updates=2),
     "mir": estimator("mir", TINY).replace(replay_buffer=4, ema_decay=0.9),  # replay, EMA and calibration together
+    # With cached memory states: a frozen model scores (and hands them on), replayed segments keep theirs.
+    "blocks-cached": estimator("blocks", TINY).replace(n_layers=2, memory_cache=1),
+    "replay-cached": TINY.replace(replay_buffer=4, replay_steps=2, updates=2, n_layers=2, memory_cache=1),
 }
 
 
@@ -144,7 +147,7 @@ def test_teacher_forced_weights_equal_step_wise_ones_with_ema_and_calibration():
         weights, cache = learner.step(learner.prepare(state), cache, window[:, config.memory + i], config.memory + i, counts[:, i])
         stepped.append(np.asarray(weights))
     scored = np.asarray(learner.score(state, window, targets, mask, counts)[1])
-    _, _, forced = learner.train(state, window, targets, mask, counts)
+    _, _, forced, _ = learner.train(state, window, targets, mask, counts)
     assert np.array_equal(np.stack(stepped, 1), np.asarray(forced))
     assert np.array_equal(scored, np.asarray(forced))
 

@@ -269,14 +269,39 @@ def test_teacher_forced_weights_are_the_decoders_step_wise_weights(count_states)
     for i in range(config.segment):
         weights, cache = learner.step(learner.prepare(state), cache, window[:, config.memory + i], config.memory + i, counts[:, i])
         stepped.append(np.asarray(weights))
-    _, _, forced = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
+    _, _, forced, _ = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
     assert np.array_equal(np.stack(stepped, 1), np.asarray(forced))
 
 
-def test_measure_equals_compress_bit_for_bit():
+def test_with_cached_memory_states_teacher_forced_weights_are_the_step_wise_ones():
+    config = TINY.replace(n_layers=2, memory_cache=1)
+    learner = Learner.create(config)
+    state = learner.init()
+    rng = np.random.default_rng(7)
+    windows = rng.integers(0, 257, (2, config.streams, config.window), dtype=np.int32)
+    targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
+    counts = rng.integers(0, 30, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16)
+    mask = np.ones(targets.shape, bool)
+    # A first segment leaves memory states (not zeros) for the second, which is then scored both ways.
+    state, _, _, memory = learner.train(state, (windows[0], learner.initial_memory()), targets, mask, counts)
+    assert np.abs(np.asarray(memory)).max() > 0
+    variables = learner.prepare(state)
+    cache = learner.prefill(variables, (windows[1][:, : config.memory], memory))
+    stepped = []
+    for i in range(config.segment):
+        weights, cache = learner.step(variables, cache, windows[1][:, config.memory + i], config.memory + i, counts[:, i])
+        stepped.append(np.asarray(weights))
+    _, _, forced, next_memory = learner.train(state, (windows[1], memory), targets, mask, counts)
+    assert np.array_equal(np.stack(stepped, 1), np.asarray(forced))
+    assert next_memory.shape == memory.shape and not np.array_equal(np.asarray(next_memory), np.asarray(memory))
+
+
+@pytest.mark.parametrize("memory_cache", [0, 1], ids=["recomputed", "cached"])
+def test_measure_equals_compress_bit_for_bit(memory_cache):
+    config = TINY.replace(n_layers=2, memory_cache=memory_cache)
     data = SAMPLE[:5000]
-    measured = prequential.measure(data, TINY, baselines=False)
-    report = api.encode(data, io.BytesIO(), TINY)
+    measured = prequential.measure(data, config, baselines=False)
+    report = api.encode(data, io.BytesIO(), config)
     assert measured.data_bits == report.ideal_bits
     assert 0 <= report.overhead_bits <= 64  # the range coder's output is that sum, plus its flush (one block)
 

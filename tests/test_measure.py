@@ -15,6 +15,7 @@ import prequential
 from prequential import api
 from prequential.config import NO_COUNTS
 from prequential.errors import ConfigError, PrequentialError, VersionError
+from prequential.learner import learner_for
 
 PLAIN = TINY.replace(**NO_COUNTS)  # what a user's module gets
 TEXT = SAMPLE[:4000]
@@ -67,6 +68,13 @@ def test_module_with_wrong_output_shape_is_refused():
 def test_our_count_models_do_not_go_with_a_users_module():
     with pytest.raises(ConfigError, match="count_orders"):
         prequential.measure(TEXT, TINY, module=Bigram(), optimizer=optax.adam(1e-3))
+
+
+def test_a_users_module_runs_without_cached_memory_states():
+    config = PLAIN.replace(n_layers=2, memory_cache=1)  # what this package's transformer would cache
+    with pytest.raises(ConfigError, match="memory_cache"):
+        learner_for(config, Bigram(), optax.adam(1e-3))
+    assert prequential.measure(TEXT, config, module=Bigram(), optimizer=optax.adam(1e-3), baselines=False).data_bits > 0
 
 
 def test_tokens_must_fit_the_vocabulary():

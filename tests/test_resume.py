@@ -34,15 +34,17 @@ def stop_after(tokens: int):
     return progress
 
 
-@pytest.mark.parametrize("stop_at", [200, 1500, 2900])
-def test_compress_resumes_to_the_same_bytes(tmp_path, stop_at):
-    whole = prequential.compress(DATA, BLOCKS)
+@pytest.mark.parametrize(
+    ("stop_at", "config"), [(200, BLOCKS), (1500, BLOCKS), (2900, BLOCKS), (1500, BLOCKS.replace(n_layers=2, memory_cache=1))]
+)
+def test_compress_resumes_to_the_same_bytes(tmp_path, stop_at, config):
+    whole = prequential.compress(DATA, config)
     ckpt = str(tmp_path / "run.ckpt")
     with pytest.raises(Stop):
-        api.encode(DATA, io.BytesIO(), BLOCKS, checkpoint=ckpt, checkpoint_interval=0, progress=stop_after(stop_at))
+        api.encode(DATA, io.BytesIO(), config, checkpoint=ckpt, checkpoint_interval=0, progress=stop_after(stop_at))
     assert os.path.exists(ckpt) and os.path.exists(ckpt + ".payload")
     out = io.BytesIO()
-    api.encode(DATA, out, BLOCKS, checkpoint=ckpt, checkpoint_interval=0)
+    api.encode(DATA, out, config, checkpoint=ckpt, checkpoint_interval=0)
     assert out.getvalue() == whole
     assert not os.path.exists(ckpt) and not os.path.exists(ckpt + ".payload")  # cleaned up on success
 
