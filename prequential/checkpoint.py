@@ -2,13 +2,14 @@
 
 A checkpoint is a NumPy .npz archive of plain arrays (read back with allow_pickle=False): the
 learner's state leaves (keyed by their paths in the state's tree), the count tables, the memory
-states (config.memory_cache), the bits so far (per segment for a measurement), and a JSON description of the run (the identity a resume
-must match, and where the output stood). Not orbax: it would bring tensorstore and asynchronous
-writers for what is one archive of a few arrays, and we read files we did not write ourselves
-only through a format that cannot execute anything. It is written to a temporary
-file, fsynced, and renamed over the previous one, so a stop during a write leaves the previous
-checkpoint usable. At a block end the range coder has just been flushed, so no coder state is
-needed: the compressed output up to there is in a payload file beside the checkpoint.
+states (config.memory_cache), the bits so far (per segment for a measurement), and a JSON
+description of the run (the identity a resume must match, and where the output stood). Not
+orbax: it would bring tensorstore and asynchronous writers for what is one archive of a few
+arrays, and we read files we did not write ourselves only through a format that cannot execute
+anything. It is written to a temporary file, fsynced, and renamed over the previous one, so a
+stop during a write leaves the previous checkpoint usable. At a block end the range coder has
+just been flushed, so no coder state is needed: the compressed output up to there is in a
+payload file beside the checkpoint.
 """
 
 from __future__ import annotations

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import jax
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import SAMPLE, TINY
 
 import prequential
 from prequential.learner import Learner
 from prequential.optimizer import learning_rate
+from prequential.replay import Layout, train_pass
+from prequential.store import ArrayStore
 
 
 def test_learning_rate_warms_up_then_decays_with_the_tokens_trained_on():
@@ -48,3 +51,23 @@ def test_count_state_tables_move_state_rate_times_faster():
 def test_counts_round_trip_with_each_calibration(count_states):
     data = b"a rose is a rose is a rose; " * 30
     assert prequential.decompress(prequential.compress(data, TINY.replace(count_states=count_states))) == data
+
+
+def test_each_segment_trains_on_the_memory_states_the_step_before_returned():
+    config = TINY.replace(n_layers=2, memory_cache=1)
+    learner = Learner.create(config)
+    train = learner.train
+    seen = []  # (memory states given, memory states returned) per training step
+
+    def spy(state, window, *rest):
+        out = train(state, window, *rest)
+        seen.append((np.asarray(window[1]), np.asarray(out[3])))
+        return out
+
+    learner.compiled["train"] = spy
+    data = np.frombuffer(SAMPLE[:2000], np.uint8)
+    train_pass(learner, Layout(len(data), config.streams, config.segment), ArrayStore(data))
+    assert len(seen) > 2 and not seen[0][0].any()  # a pass starts from zero states
+    assert seen[1][0].any()
+    for (_, returned), (given, _) in itertools.pairwise(seen):
+        assert np.array_equal(given, returned)
