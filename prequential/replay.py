@@ -233,30 +233,39 @@ def replay(
     ideal_bits, segment_bits = begin.ideal_bits, begin.segment_bits
     window = _Window(layout, tokens, begin.next_segment, config.memory, config.vocab_size)
     buffer = ReplayBuffer(config.replay_buffer) if config.replay_steps else None
-    segment_counts = None
+
+    def host_work(s: int) -> _Segment:
+        """A segment's work before its training step: read its tokens (or decode them step by
+        step) and look up its counts."""
+        first = s * T
+        valid = layout.valid(first, first + T)
+        segment = np.zeros((layout.streams, T), np.int32) if decodes else layout.read(tokens, first, first + T)
+        segment_counts = None if counts is None else _segment_counts(config, layout.streams)
+        steps = min(T, layout.steps - first)
+        used = _step_through(learner, state, window, memory, counts, segment_counts, coder if step_wise else None, segment, valid, steps)
+        if decodes:
+            layout.write(tokens, first, segment)
+        return _Segment(segment, valid, segment_counts, used)
+
     for block in layout.blocks(config):
         if block.segments.stop <= begin.next_segment:
             continue  # done before the block_end we resume from
         if coder is not None:
             coder.begin_block(block.n_sync, block.last, block.max_words)
+        ahead = None
         for s in block.segments:
-            first = s * T
-            valid = layout.valid(first, first + T)
-            steps = min(T, layout.steps - first)
-            segment = np.zeros((layout.streams, T), np.int32) if decodes else layout.read(tokens, first, first + T)
-            if counts is not None:
-                segment_counts = _segment_counts(config, layout.streams)
-            used = _step_through(
-                learner, state, window, memory, counts, segment_counts, coder if step_wise else None, segment, valid, steps
-            )
-            if decodes:
-                layout.write(tokens, first, segment)
+            segment, valid, segment_counts, used = ahead or host_work(s)
             inputs = with_memory(window.model_inputs(), memory)
             if learn:
                 state, train_bits, weights, memory = learner.train(state, inputs, segment, valid, segment_counts)
                 state = more_updates(learner, state, buffer, s, (inputs, segment, valid, segment_counts))
             else:
                 train_bits, weights, memory = learner.score(state, inputs, segment, valid, segment_counts)
+            window.advance()
+            # Without steps, the next segment's host work needs no model state: it runs while
+            # this step computes (on other cores, or a GPU), before its results are read. Not
+            # past the block, whose end (a checkpoint) holds the counts as of its last segment.
+            ahead = host_work(s + 1) if not step_wise and s + 1 < block.segments.stop else None
             # The bits of the weights coded: exact, the training step's (multiples of 2**-16, so
             # their float64 sum is exact); native step-wise, those of the step's float weights.
             bits = coded_bits(used, segment, valid) if step_wise and not exact else float(np.asarray(train_bits, np.float64)[valid].sum())
@@ -265,19 +274,27 @@ def replay(
             elif coder is not None and not step_wise:
                 order = valid.T  # position by position, as the decoder decodes them
                 coder.code(np.asarray(weights).transpose(1, 0, 2)[order], segment.T[order])
-            window.advance()
             ideal_bits += bits
             if segment_bits is not None:
                 segment_bits[s] = bits
             if coder is not None and layout.is_sync_point(s, config.sync_segments):
                 coder.sync(params_digest(state.params), s)
             if progress:
-                progress(layout.tokens_before(first + T), ideal_bits)
+                progress(layout.tokens_before((s + 1) * T), ideal_bits)
         if coder is not None:
             coder.end_block(ideal_bits)
         if on_block:
             on_block(BlockEnd(block.segments.stop, Carry(state, counts, memory), ideal_bits, segment_bits))
     return ReplayResult(ideal_bits, segment_bits, Carry(state, counts, memory))
+
+
+class _Segment(NamedTuple):
+    """One segment's inputs to its training step, and the coder weights its steps used (or None)."""
+
+    tokens: np.ndarray  # (B, T)
+    valid: np.ndarray  # (B, T)
+    counts: np.ndarray | None  # (B, T, K, V)
+    used: np.ndarray | None  # (B, T, V)
 
 
 def _step_through(
