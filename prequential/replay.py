@@ -234,9 +234,9 @@ def replay(
     window = _Window(layout, tokens, begin.next_segment, config.memory, config.vocab_size)
     buffer = ReplayBuffer(config.replay_buffer) if config.replay_steps else None
 
-    def host_work(s: int) -> _Segment:
+    def host_work(s: int, state: TrainState | None, memory: Any) -> _Segment:
         """A segment's work before its training step: read its tokens (or decode them step by
-        step) and look up its counts."""
+        step from `state` and `memory`) and look up its counts."""
         first = s * T
         valid = layout.valid(first, first + T)
         segment = np.zeros((layout.streams, T), np.int32) if decodes else layout.read(tokens, first, first + T)
@@ -254,7 +254,7 @@ def replay(
             coder.begin_block(block.n_sync, block.last, block.max_words)
         ahead = None
         for s in block.segments:
-            segment, valid, segment_counts, used = ahead or host_work(s)
+            segment, valid, segment_counts, used = host_work(s, state, memory) if ahead is None else ahead
             inputs = with_memory(window.model_inputs(), memory)
             if learn:
                 state, train_bits, weights, memory = learner.train(state, inputs, segment, valid, segment_counts)
@@ -265,7 +265,7 @@ def replay(
             # Without steps, the next segment's host work needs no model state: it runs while
             # this step computes (on other cores, or a GPU), before its results are read. Not
             # past the block, whose end (a checkpoint) holds the counts as of its last segment.
-            ahead = host_work(s + 1) if not step_wise and s + 1 < block.segments.stop else None
+            ahead = host_work(s + 1, None, None) if not step_wise and s + 1 < block.segments.stop else None
             # The bits of the weights coded: exact, the training step's (multiples of 2**-16, so
             # their float64 sum is exact); native step-wise, those of the step's float weights.
             bits = coded_bits(used, segment, valid) if step_wise and not exact else float(np.asarray(train_bits, np.float64)[valid].sum())
