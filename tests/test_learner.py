@@ -71,3 +71,14 @@ def test_each_segment_trains_on_the_memory_states_the_step_before_returned():
     assert seen[1][0].any()
     for (_, returned), (given, _) in itertools.pairwise(seen):
         assert np.array_equal(given, returned)
+
+
+def test_only_exact_steps_compile_without_the_tree_reduction_rewriter():
+    # Native floats depend on XLA's passes, so a native step must compile as it always has (or its
+    # files stop decoding); integer sums do not, so an exact step drops the pass for speed.
+    def disabled(numerics: str) -> str:
+        options = Learner.create(TINY.replace(numerics=numerics))._step_options()
+        return options.get("compiler_options", {}).get("xla_disable_hlo_passes", "")
+
+    assert disabled("native") == ""
+    assert disabled("exact") == "tree_reduction_rewriter"
