@@ -81,4 +81,5 @@ def test_only_exact_steps_compile_without_the_tree_reduction_rewriter():
         return options.get("compiler_options", {}).get("xla_disable_hlo_passes", "")
 
     assert disabled("native") == ""
-    assert disabled("exact") == "tree_reduction_rewriter"
+    # Only XLA's CPU compiler was measured faster without it; elsewhere exact steps keep it too.
+    assert disabled("exact") == ("tree_reduction_rewriter" if jax.default_backend() == "cpu" else "")
