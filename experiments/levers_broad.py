@@ -26,24 +26,28 @@ FILES = (
 )
 # Each variant adds one lever to the one before; the last is the default preset. Fields not named
 # keep the default's values.
-OFF = {"count_states": 0, "count_sparse": 0, "count_columns": 0, "count_records": 0, "x86_filter": 0}
+NEW = {"count_indirect": 0, "count_select": 0}  # the levers added last
+OFF = {"count_states": 0, "count_sparse": 0, "count_columns": 0, "count_records": 0, "x86_filter": 0, **NEW}
+FILTER = "+ x86_filter=1"  # on files the filter does not apply to, the same run as the variant before
 VARIANTS = {
     "previous default": OFF,
     "+ count_states=1": {**OFF, "count_states": 1},
     "+ count_sparse=1": {**OFF, "count_states": 1, "count_sparse": 1},
-    "+ count_columns=1": {"count_records": 0, "x86_filter": 0},
-    "+ count_records=1": {"x86_filter": 0},
-    "+ x86_filter=1 (default)": {},
+    "+ count_columns=1": {"count_records": 0, "x86_filter": 0, **NEW},
+    "+ count_records=1": {"x86_filter": 0, **NEW},
+    FILTER: NEW,
+    "+ count_indirect=1": {"count_select": 0},
+    "+ count_select=1 (default)": {},
 }
 
 
 def run(path: Path, n_bytes: int) -> tuple[str, int, dict[str, tuple[float, float]]]:
     data = path.read_bytes()[:n_bytes]
     cells: dict[str, tuple[float, float]] = {}
-    for variant, fields in VARIANTS.items():
+    for previous, (variant, fields) in zip(["", *VARIANTS], VARIANTS.items(), strict=False):
         config = preset("default").replace(**fields)
-        if not fields and not transform.applies(config, data[:4]):
-            cells[variant] = cells["+ count_records=1"]  # the filter does not apply: the same run
+        if variant == FILTER and not transform.applies(config, data[:4]):
+            cells[variant] = cells[previous]
             continue
         started = time.perf_counter()
         result = measure(data, config, baselines=False)
@@ -70,14 +74,16 @@ def main() -> None:
         "column before (model.py, counts.py, transform.py): `count_states = 1` calibrates the counts per context state, "
         "`count_sparse = 1` adds the sparse contexts (the 2nd last byte; the 2nd and 3rd last bytes), `count_columns = 1` "
         "the column contexts (the byte above, in the previous line), `count_records = 1` the record contexts (the bytes "
-        "one and two detected record lengths back), `x86_filter = 1` the E8/E9 filter of executables; the last column "
-        "is the default preset. Where the filter does not apply, its column repeats the one before.",
+        "one and two detected record lengths back), `x86_filter = 1` the E8/E9 filter of executables, `count_indirect = 1` "
+        "the indirect contexts (the last byte, and the last two, with the two bytes that followed them the last two "
+        "times), `count_select = 1` a mixing-weight offset per last byte; the last column is the default preset. Where "
+        "the filter does not apply, its column repeats the one before.",
         "",
         "| file | bytes | " + " | ".join(VARIANTS) + " | default against previous |",
         "|---|---:|" + "---:|" * len(VARIANTS) + "---:|",
     ]
     for name, n, cells in rows:
-        first, last = cells["previous default"][0], cells["+ x86_filter=1 (default)"][0]
+        first, last = cells["previous default"][0], cells["+ count_select=1 (default)"][0]
         lines.append(
             f"| {name} | {n:,} | " + " | ".join(f"{b:.4f} ({s:.1f})" for b, s in cells.values()) + f" | {100 * (last / first - 1):+.2f} % |"
         )

@@ -51,6 +51,8 @@ _COUNT_ARRAYS = (
     "record_votes",
     "pixel",
     "record",
+    "followed_one",
+    "followed_two",
 )
 
 

@@ -33,6 +33,7 @@ class Config:
     count_words: int = 2  # 1: also the current word, and the previous word with it; 2: also the two previous words with it
     count_columns: int = 1  # 1: also the byte above (same column, previous line) with the last byte, and with the column
     count_records: int = 1  # 1: also the bytes one and two detected record lengths back, with the last byte and together
+    count_indirect: int = 1  # 1: also the last byte, and the last two, with the two bytes that followed them last
     match_model: int = 1  # 1: also the byte after the last occurrence of the last 8 bytes
     match_window_log2: int = 22  # the match model reads back up to 2**this tokens of each stream
     count_rows_log2: int = 19  # rows of each long-context channel: 2**19 rows of 256 one-byte counts
@@ -42,6 +43,7 @@ class Config:
     count_alpha: float = 0.025  # additive smoothing of each count distribution
     count_weight: float = 0.2  # initial mixing weight of each channel (16 channels: 0.3 starts overconfident)
     count_states: int = 1  # calibration of counts per context state (model.py): 0 none, 1 cheap, 2 full
+    count_select: int = 1  # 1: the mixing weights also get a learned offset per last byte
     count_state_rate: float = 10.0  # how many times faster than the rest those small tables learn
     # Preprocessing (transform.py): 1 codes executables (ELF, PE, Mach-O) with their x86 call and
     # jump offsets made absolute, which repeats them.
@@ -95,7 +97,7 @@ class Config:
     @property
     def count_channels(self) -> int:
         """Count distributions mixed into each prediction (0: no count models)."""
-        pairs = self.count_sparse + self.count_columns + self.count_records  # options that add two channels each
+        pairs = self.count_sparse + self.count_columns + self.count_records + self.count_indirect  # options that add two channels each
         return self.count_orders + 2 * pairs + self.word_channels + self.match_model
 
     @property
@@ -134,8 +136,8 @@ class Config:
             raise ConfigError(f"config field 'learning_rate' must be positive, got {self.learning_rate!r}")
         if self.count_channels and self.vocab_size > 256:
             raise ConfigError(
-                "config fields 'count_orders', 'count_sparse', 'count_words', 'count_columns', 'count_records', 'match_model' must be 0 "
-                "when 'vocab_size' exceeds 256"
+                "config fields 'count_orders', 'count_sparse', 'count_words', 'count_columns', 'count_records', 'count_indirect', "
+                "'match_model' must be 0 when 'vocab_size' exceeds 256"
             )
         self._validate_estimator()
         if self.d_model % self.n_heads:
@@ -184,7 +186,15 @@ class Config:
 
 NUMERICS = ("exact", "native")
 # The fields that turn every count channel off: a user's module, or a transformer alone.
-NO_COUNTS = {"count_orders": 0, "count_sparse": 0, "count_words": 0, "count_columns": 0, "count_records": 0, "match_model": 0}
+NO_COUNTS = {
+    "count_orders": 0,
+    "count_sparse": 0,
+    "count_words": 0,
+    "count_columns": 0,
+    "count_records": 0,
+    "count_indirect": 0,
+    "match_model": 0,
+}
 BLOCK_INITS = ("seed", "continue")
 # Voita & Titov's split: 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.25, 12.5, 25, 50 and 100 % of the data.
 VOITA_TITOV_BLOCKS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.0625, 0.125, 0.25, 0.5, 1.0)
@@ -203,11 +213,13 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "count_words": (0, 2),
     "count_columns": (0, 1),
     "count_records": (0, 1),
+    "count_indirect": (0, 1),
     "x86_filter": (0, 1),
     "match_model": (0, 1),
     "count_rows_log2": (4, 24),
     "match_window_log2": (8, 26),
     "count_states": (0, 2),
+    "count_select": (0, 1),
     "count_limit": (2, 60000),
     "count_decay": (0, 60000),
     "count_decay_from": (1, 7),
@@ -249,6 +261,10 @@ PRESETS: dict[str, Config] = {
         learning_rate=3e-3,
         count_orders=3,
         count_rows_log2=12,
+        # Its learning rate is 12 times the default's: tables keyed by the last byte, and two
+        # more channels, learn too fast and too little at that rate (12 KB: 3.10 to 3.47 bits/byte).
+        count_indirect=0,
+        count_select=0,
         sync_segments=4,
     ),
     # A narrower, one-layer transformer: faster, and better on the first few KB.
@@ -260,14 +276,16 @@ PRESETS: dict[str, Config] = {
     # updates per byte of the default) at a lower learning rate, seeing 48 tokens before its
     # segment; syncs every 64 K tokens. Native numerics: with exact ones the full calibration
     # (count_states 2) breaks down after about 4,000 updates (docs/numerics.md).
-    # It keeps the channels and initial weight it was measured with (no column or record contexts;
-    # weight 0.3): the default's newer ones are not yet measured on it. It recomputes its memory:
+    # It keeps the channels and initial weight it was measured with (no column, record or indirect
+    # contexts, no mixer selection; weight 0.3): the default's newer ones are not yet measured on it. It recomputes its memory:
     # cached states cost it 0.5 % on alice29.txt and saved no time (one stream: its time goes
     # to the per-segment work, not the model's arithmetic).
     "strong": Config(
         memory_cache=0,
         count_columns=0,
         count_records=0,
+        count_indirect=0,
+        count_select=0,
         count_weight=0.3,
         count_rows_log2=20,
         count_states=2,

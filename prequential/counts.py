@@ -19,6 +19,9 @@ The model mixes both (model.py, `CountMixer`). The channels are
   read a whole such header, every stream takes that length for good, and the two channels key
   instead on the bytes above (N) and to the left (W, one pixel back) together, and on the
   gradient prediction W + N - NW (as in lossless image coders: LOCO-I, paq8px);
+- indirect contexts (count_indirect, as paq8px's indirect model): the last byte, and the last two
+  bytes, each with the two bytes that followed it the last two times. They predict from what came
+  next before: in code and markup a context is often followed by a few continuations in turn;
 - a match model (match_model): the byte that followed the last occurrence of the current 8-byte
   context, weighted by how many of its predictions in a row were right. It reads that byte from a
   ring of each stream's last 2**match_window_log2 tokens, so its memory does not grow with the input.
@@ -93,6 +96,7 @@ class ContextCounts:
         channels = [(8 * k, k >= config.count_decay_from) for k in range(1, config.count_orders + 1)]
         channels += [(8, False), (16, False)] * config.count_sparse + [(64, True)] * config.word_channels
         channels += [(18, False), (17, False)] * config.count_columns + [(64, False), (64, False)] * config.count_records
+        channels += [(24, False), (32, False)] * config.count_indirect
         self.hashed_channels = len(channels)
         self._record_channels = slice(self.hashed_channels - 2 * config.count_records, self.hashed_channels)
         key_bits = np.array([bits for bits, _ in channels], np.int64)
@@ -125,6 +129,10 @@ class ContextCounts:
         self.record_guess = np.zeros(streams, np.int64)  # the distance that leads the vote, and by how much
         self.record_votes = np.zeros(streams, np.int64)
         self.record = np.zeros(streams, np.int64)  # the detected record length, 0 until one is
+        # Indirect contexts (count_indirect): the two bytes that last followed each 1-byte and
+        # each 2-byte context, newest lowest, in any stream.
+        self.followed_one = np.zeros(1 << 8, np.uint16)
+        self.followed_two = np.zeros(1 << 16, np.uint16)
         self.pixel = np.zeros(streams, np.int64)  # bytes per pixel of an image whose header gave the record length, else 0
         # The position whose counts the next lookup gives. A pass over more data (given data first)
         # goes on counting from here, so its matches may point back into the earlier data.
@@ -159,7 +167,15 @@ class ContextCounts:
             else:
                 back2 = self._back(2 * self.record).astype(np.uint64)
                 keys.append(np.stack([back | (left << np.uint64(8)) | record, back | (back2 << np.uint64(8)) | record], axis=1))
+        if self.config.count_indirect:
+            keys.append(np.stack([at | (table[at].astype(np.uint64) << bits) for table, at, bits in self._indirect(self.context)], axis=1))
         return np.concatenate(keys, axis=1) + np.arange(1, self.hashed_channels + 1, dtype=np.uint64)
+
+    def _indirect(self, context: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray, np.uint64], ...]:
+        """Per indirect channel: its table, the last bytes of `context` (its slot in the table),
+        and their bit count; a key is those bytes with the two that followed them above."""
+        one, two = context & np.uint64(0xFF), context & np.uint64(0xFFFF)
+        return (self.followed_one, one, np.uint64(8)), (self.followed_two, two, np.uint64(16))
 
     def _recall(self, pointers: np.ndarray, newest: int) -> tuple[np.ndarray, np.ndarray]:
         """(readable, token) for each pointer: readable if it points at one of the positions up
@@ -226,6 +242,9 @@ class ContextCounts:
             self._follow_lines(active, tokens, found.above)
         if self.config.count_records:
             self._follow_records(active, tokens)
+        if self.config.count_indirect:
+            for table, at, _ in self._indirect(self.context[active]):
+                table[at] = (table[at] << np.uint16(8)) | tokens.astype(np.uint16)  # two streams in one context: the last wins
         self.context[active] = (self.context[active] << np.uint64(8)) | symbols
         if self.config.match_model or self.config.count_columns or self.config.count_records:  # they read the ring
             self.recent[np.flatnonzero(active), self.time % self.recent.shape[1]] = tokens

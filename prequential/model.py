@@ -118,7 +118,10 @@ def _bit_length(x: jax.Array) -> jax.Array:
 class CountMixer(nn.Module):
     """Adds K count channels (counts.py) to the logits: channel k adds w_k * log_p_k(v) for each
     byte v, where log_p_k(v) grows with the count n_kv of v in the channel's context. The weight
-    w_k is linear in the position's hidden state and in how often the context was seen.
+    w_k is linear in the position's hidden state and in how often the context was seen. With
+    `select`, it also gets a learned offset per last byte (a weight set selected by the order-1
+    context, as in paq8px's mixers): the hidden state knows the last byte too, but a table of
+    offsets learns in a few occurrences what a linear map of it learns in many.
 
     With `states`, a channel's state (how many bytes its context has seen, in 12 log2 buckets, and
     how many distinct ones, in 6) picks learned corrections: a weight offset and an offset for the
@@ -136,20 +139,26 @@ class CountMixer(nn.Module):
     states: int
     state_rate: float
     ops: Any
+    select: int = 0
 
-    def _lookup(self, name: str, value: float, state: jax.Array, *shape: int) -> jax.Array:
-        """Each channel's entry for its state (..., K) in a learned table (K, 72, *shape) that
+    def _lookup(self, name: str, value: float, state: jax.Array, *shape: int, states: int = 72) -> jax.Array:
+        """Each channel's entry for its state (..., K) in a learned table (K, states, *shape) that
         starts at `value` and learns state_rate times faster."""
-        table = self.param(name, _constant(value / self.state_rate), (self.channels * 72, *shape))
-        rows = state + 72 * jnp.arange(self.channels)
+        table = self.param(name, _constant(value / self.state_rate), (self.channels * states, *shape))
+        rows = state + states * jnp.arange(self.channels)
         return self.ops.times(self.ops.lookup(table, rows), self.state_rate)
 
     @nn.compact
-    def __call__(self, logits: jax.Array, hidden: jax.Array, counts: jax.Array) -> jax.Array:
+    def __call__(self, logits: jax.Array, hidden: jax.Array, counts: jax.Array, last: jax.Array) -> jax.Array:
+        """The logits with the counts (..., K, V) mixed in; `last` (...) is each position's token
+        (the byte before the predicted one, or the start symbol V)."""
         ops = self.ops
         seen = jnp.sum(counts.astype(jnp.int32), axis=-1)  # (..., K)
         features = jnp.concatenate([hidden, ops.log_count(seen)], axis=-1)
         weights = Dense(self.channels, ops, kernel_init=_constant(0.0), bias_init=_constant(self.initial_weight))(features)
+        if self.select:
+            by_last = jnp.broadcast_to(last[..., None], weights.shape)
+            weights = weights + self._lookup("select_weight", 0.0, by_last, states=counts.shape[-1] + 1)
         if self.states:
             distinct = jnp.maximum(jnp.sum(counts > 0, axis=-1), 1)
             seen_bucket = jnp.clip(_bit_length(seen + 1) - 1, 0, 11)  # floor(log2(seen + 1))
@@ -183,13 +192,15 @@ class Transformer(nn.Module):
         self.head = Dense(c.vocab_size, ops, kernel_init=_constant(0.0))  # uniform at start
         if c.count_channels:
             max_count = c.count_limit + c.streams + 1
-            self.mixer = CountMixer(c.count_channels, c.count_alpha, c.count_weight, max_count, c.count_states, c.count_state_rate, ops)
+            self.mixer = CountMixer(
+                c.count_channels, c.count_alpha, c.count_weight, max_count, c.count_states, c.count_state_rate, ops, c.count_select
+            )
         self.ops = ops
 
-    def _output(self, x: jax.Array, counts: jax.Array | None) -> jax.Array:
+    def _output(self, x: jax.Array, counts: jax.Array | None, last: jax.Array) -> jax.Array:
         hidden = self.ln_out(x)
         logits = self.head(hidden)
-        return logits if counts is None else self.mixer(logits, hidden, counts)
+        return logits if counts is None else self.mixer(logits, hidden, counts, last)
 
     def _embed(self, tokens: jax.Array) -> jax.Array:
         return self.ops.add_broadcast(self.ops.lookup(self.embedding, tokens), self.position[: tokens.shape[1]])
@@ -203,7 +214,7 @@ class Transformer(nn.Module):
             last = i == len(self.blocks) - 1
             x, k, v = block(x, x.shape[1] - counts.shape[1] if last and counts is not None else 0)
             cache.append((k, v))
-        return self._output(x, counts), tuple(cache)
+        return self._output(x, counts, tokens if counts is None else tokens[:, -counts.shape[1] :]), tuple(cache)
 
     def __call__(self, tokens: jax.Array, counts: jax.Array | None = None) -> jax.Array:
         """Logits for every position or, given counts for the last N positions, for those."""
@@ -230,7 +241,7 @@ class Transformer(nn.Module):
             if i:  # the first block's memory inputs come from the tokens
                 new_states.append(inputs[:, -M:])
             x, _, _ = block(inputs, M)
-        return self._output(x, counts), jax.lax.stop_gradient(jnp.stack(new_states, axis=1))
+        return self._output(x, counts, tokens[:, M:]), jax.lax.stop_gradient(jnp.stack(new_states, axis=1))
 
     def prefill(self, tokens: jax.Array, states: jax.Array | None = None) -> Cache:
         """Cache the keys/values of the memory tokens (B, M), padded to the full window; with
@@ -251,4 +262,4 @@ class Transformer(nn.Module):
         for block, (keys, values) in zip(self.blocks, cache, strict=True):
             x, keys, values = block.step(x, keys, values, pos)
             new_cache.append((keys, values))
-        return self._output(x[:, 0], counts), tuple(new_cache)
+        return self._output(x[:, 0], counts, token), tuple(new_cache)

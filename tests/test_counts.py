@@ -97,6 +97,29 @@ def test_record_length_is_detected_from_repeating_distances():
     assert unrelated.record[0] != 24
 
 
+def test_indirect_contexts_key_on_the_two_bytes_that_last_followed_the_context():
+    config = TINY.replace(**NO_COUNTS).replace(count_orders=1, count_indirect=1)
+    assert config.count_channels == 1 + 2
+    counts = ContextCounts(config, 1)
+    # After "a" came b, c, b, c: now "a" was last followed by c, and before that by b. The last
+    # time that was so (the third "a") a "b" followed; order 1 saw both twice.
+    found = feed(counts, b"xab.xac.xab.xac.xa")
+    assert counts.followed_one[ord("a")] == ord("b") << 8 | ord("c")
+    assert (found[0, 0, ord("b")], found[0, 0, ord("c")]) == (2, 2)
+    assert (found[0, 1, ord("b")], found[0, 1, ord("c")]) == (1, 0)
+    # "xa" was followed by b, c, b, c too, and "b." by x, x; "a." never occurred.
+    assert counts.followed_two[ord("x") << 8 | ord("a")] == ord("b") << 8 | ord("c")
+    assert (found[0, 2, ord("b")], found[0, 2, ord("c")]) == (1, 0)
+    assert counts.followed_two[ord("b") << 8 | ord(".")] == ord("x") << 8 | ord("x")
+    assert counts.followed_two[ord("a") << 8 | ord(".")] == 0
+
+
+def test_indirect_contexts_and_mixer_selection_round_trip():
+    config = TINY.replace(count_indirect=1, count_select=1)
+    data = b"".join(b"<entry code=%d name=%s/>\n" % (i * 37 % 101, b"abc"[: i % 3 + 1]) for i in range(200))
+    assert prequential.decompress(prequential.compress(data, config)) == data
+
+
 def test_column_and_record_contexts_round_trip():
     config = TINY  # which has both
     assert config.count_columns and config.count_records

@@ -255,12 +255,21 @@ def test_initial_values_have_the_asked_spread_and_no_float_randomness():
 # --- the learner: one set of integers, whichever way it is computed ------------------------------
 
 
-@pytest.mark.parametrize("count_states", [0, 1, 2])
-def test_teacher_forced_weights_are_the_decoders_step_wise_weights(count_states):
-    config = TINY.replace(count_states=count_states)
+@pytest.mark.parametrize(
+    ("count_states", "fields"),
+    [(0, {}), (1, {}), (2, {}), (1, {"count_indirect": 1, "count_select": 1})],
+    ids=["states0", "states1", "states2", "default-channels"],
+)
+def test_teacher_forced_weights_are_the_decoders_step_wise_weights(count_states, fields):
+    config = TINY.replace(count_states=count_states, **fields)
     learner = Learner.create(config)
     state = learner.init()
     rng = np.random.default_rng(count_states)
+    if config.count_select:  # its offsets start at zero: train once, so that every byte's differ
+        window = rng.integers(0, 257, (config.streams, config.window), dtype=np.int32)
+        counts = rng.integers(0, 30, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16)
+        targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
+        state, *_ = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
     window = rng.integers(0, 257, (config.streams, config.window), dtype=np.int32)
     targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
     counts = rng.integers(0, 30, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16)

@@ -47,6 +47,22 @@ def test_count_state_tables_move_state_rate_times_faster():
     assert step["Dense_0"]["kernel"] == pytest.approx(1e-3, rel=1e-3)
 
 
+def test_mixer_weight_offsets_are_selected_by_the_byte_before_each_prediction():
+    config = TINY.replace(learning_rate=1e-3, lr_decay_tokens=0, count_select=1)
+    learner = Learner.create(config)
+    state = learner.init()
+    rng = np.random.default_rng(2)
+    window = rng.integers(0, 256, (config.streams, config.window), dtype=np.int32)
+    window[:, -config.segment :] = rng.integers(1, 4, (config.streams, config.segment))  # the scored positions' bytes: 1, 2, 3
+    targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
+    counts = rng.integers(0, 5, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16)
+    before = np.asarray(learner.tree(state.params)["params"]["mixer"]["select_weight"])
+    after, *_ = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
+    moved = np.abs(np.asarray(learner.tree(after.params)["params"]["mixer"]["select_weight"]) - before).reshape(config.count_channels, 257)
+    assert (moved[:, 1:4] > 0).all()  # every channel's offset for bytes 1, 2 and 3 learned
+    assert not np.delete(moved, [1, 2, 3], axis=1).any()  # no other byte's
+
+
 @pytest.mark.parametrize("count_states", [0, 1, 2])
 def test_counts_round_trip_with_each_calibration(count_states):
     data = b"a rose is a rose is a rose; " * 30

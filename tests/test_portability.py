@@ -15,7 +15,9 @@ def made(tmp_path_factory):
     """One file, made in a fresh process with every core the session has (up to two threads)."""
     folder = tmp_path_factory.mktemp("portable")
     (folder / "in").write_bytes(DATA)
-    done = run_cli("compress", "-q", "-k", "--preset", "tiny", "--threads", THREADS, "in", cwd=folder)
+    # tiny with every kind of count channel and the mixer's selection, as the default has them
+    (folder / "config.toml").write_text('preset = "tiny"\ncount_indirect = 1\ncount_select = 1\n')
+    done = run_cli("compress", "-q", "-k", "--config", "config.toml", "--threads", THREADS, "in", cwd=folder)
     assert done.returncode == 0, done.stderr.decode()
     return folder / "in.pq"
 
