@@ -15,7 +15,6 @@ from pathlib import Path
 
 from common import DOCS, jobs_note, per_file, per_file_options, provenance
 
-from prequential import transform
 from prequential.config import preset
 from prequential.measure import measure
 
@@ -25,17 +24,10 @@ FILES = (
     "fail2ban-test-logs.log,iso_639-3.json,expr.rs"
 )
 # Each variant adds one lever to the one before; the last is the default preset. Fields not named
-# keep the default's values.
-NEW = {"count_indirect": 0, "count_select": 0}  # the levers added last
-OFF = {"count_states": 0, "count_sparse": 0, "count_columns": 0, "count_records": 0, "x86_filter": 0, **NEW}
-FILTER = "+ x86_filter=1"  # on files the filter does not apply to, the same run as the variant before
+# keep the default's values. (The ladder of the earlier levers, from the default without any count
+# lever: docs/ratio.md, item 13.)
 VARIANTS = {
-    "previous default": OFF,
-    "+ count_states=1": {**OFF, "count_states": 1},
-    "+ count_sparse=1": {**OFF, "count_states": 1, "count_sparse": 1},
-    "+ count_columns=1": {"count_records": 0, "x86_filter": 0, **NEW},
-    "+ count_records=1": {"x86_filter": 0, **NEW},
-    FILTER: NEW,
+    "before": {"count_indirect": 0, "count_select": 0},
     "+ count_indirect=1": {"count_select": 0},
     "+ count_select=1 (default)": {},
 }
@@ -44,11 +36,8 @@ VARIANTS = {
 def run(path: Path, n_bytes: int) -> tuple[str, int, dict[str, tuple[float, float]]]:
     data = path.read_bytes()[:n_bytes]
     cells: dict[str, tuple[float, float]] = {}
-    for previous, (variant, fields) in zip(["", *VARIANTS], VARIANTS.items(), strict=False):
+    for variant, fields in VARIANTS.items():
         config = preset("default").replace(**fields)
-        if variant == FILTER and not transform.applies(config, data[:4]):
-            cells[variant] = cells[previous]
-            continue
         started = time.perf_counter()
         result = measure(data, config, baselines=False)
         cells[variant] = (result.data_bits / len(data), len(data) / 1000 / (time.perf_counter() - started))
@@ -71,19 +60,15 @@ def main() -> None:
         f"{args.bytes:,} bytes of each file of the broad corpus (experiments/corpus.py), bits per byte of the training "
         "pass (the sum of per-token losses, no header or code), exact numerics, one core per process; in brackets the "
         "pass's KB/s, compilation included (the first variant of a model compiles). Each column adds one lever to the "
-        "column before (model.py, counts.py, transform.py): `count_states = 1` calibrates the counts per context state, "
-        "`count_sparse = 1` adds the sparse contexts (the 2nd last byte; the 2nd and 3rd last bytes), `count_columns = 1` "
-        "the column contexts (the byte above, in the previous line), `count_records = 1` the record contexts (the bytes "
-        "one and two detected record lengths back), `x86_filter = 1` the E8/E9 filter of executables, `count_indirect = 1` "
-        "the indirect contexts (the last byte, and the last two, with the two bytes that followed them the last two "
-        "times), `count_select = 1` a mixing-weight offset per last byte; the last column is the default preset. Where "
-        "the filter does not apply, its column repeats the one before.",
+        "column before (counts.py, model.py), from the default without them: `count_indirect = 1` the indirect "
+        "contexts (the last byte, and the last two, each with the two bytes that followed it the last two times), "
+        "`count_select = 1` a mixing-weight offset per last byte; the last column is the default preset.",
         "",
-        "| file | bytes | " + " | ".join(VARIANTS) + " | default against previous |",
+        "| file | bytes | " + " | ".join(VARIANTS) + " | default against before |",
         "|---|---:|" + "---:|" * len(VARIANTS) + "---:|",
     ]
     for name, n, cells in rows:
-        first, last = cells["previous default"][0], cells["+ count_select=1 (default)"][0]
+        first, last = cells["before"][0], cells["+ count_select=1 (default)"][0]
         lines.append(
             f"| {name} | {n:,} | " + " | ".join(f"{b:.4f} ({s:.1f})" for b, s in cells.values()) + f" | {100 * (last / first - 1):+.2f} % |"
         )
