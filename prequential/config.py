@@ -277,9 +277,9 @@ PRESETS: dict[str, Config] = {
     # segment; syncs every 64 K tokens. Native numerics: with exact ones the full calibration
     # (count_states 2) breaks down after about 4,000 updates (docs/numerics.md).
     # It keeps the channels and initial weight it was measured with (no column, record or indirect
-    # contexts, no mixer selection; weight 0.3): the default's newer ones are not yet measured on it. It recomputes its memory:
-    # cached states cost it 0.5 % on alice29.txt and saved no time (one stream: its time goes
-    # to the per-segment work, not the model's arithmetic).
+    # contexts, no mixer selection; weight 0.3): the default's newer ones are not yet measured on
+    # it. It recomputes its memory: cached states cost it 0.5 % on alice29.txt and saved no time
+    # (one stream: its time goes to the per-segment work, not the model's arithmetic).
     "strong": Config(
         memory_cache=0,
         count_columns=0,

@@ -198,6 +198,7 @@ class Transformer(nn.Module):
         self.ops = ops
 
     def _output(self, x: jax.Array, counts: jax.Array | None, last: jax.Array) -> jax.Array:
+        """Logits at the positions x (..., d_model), whose tokens are `last` (...)."""
         hidden = self.ln_out(x)
         logits = self.head(hidden)
         return logits if counts is None else self.mixer(logits, hidden, counts, last)
@@ -214,7 +215,7 @@ class Transformer(nn.Module):
             last = i == len(self.blocks) - 1
             x, k, v = block(x, x.shape[1] - counts.shape[1] if last and counts is not None else 0)
             cache.append((k, v))
-        return self._output(x, counts, tokens if counts is None else tokens[:, -counts.shape[1] :]), tuple(cache)
+        return self._output(x, counts, tokens[:, -x.shape[1] :]), tuple(cache)
 
     def __call__(self, tokens: jax.Array, counts: jax.Array | None = None) -> jax.Array:
         """Logits for every position or, given counts for the last N positions, for those."""
@@ -241,7 +242,7 @@ class Transformer(nn.Module):
             if i:  # the first block's memory inputs come from the tokens
                 new_states.append(inputs[:, -M:])
             x, _, _ = block(inputs, M)
-        return self._output(x, counts, tokens[:, M:]), jax.lax.stop_gradient(jnp.stack(new_states, axis=1))
+        return self._output(x, counts, tokens[:, -x.shape[1] :]), jax.lax.stop_gradient(jnp.stack(new_states, axis=1))
 
     def prefill(self, tokens: jax.Array, states: jax.Array | None = None) -> Cache:
         """Cache the keys/values of the memory tokens (B, M), padded to the full window; with

@@ -255,6 +255,14 @@ def test_initial_values_have_the_asked_spread_and_no_float_randomness():
 # --- the learner: one set of integers, whichever way it is computed ------------------------------
 
 
+def _random_segment(config, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A training step's window, targets and counts, drawn at random."""
+    window = rng.integers(0, 257, (config.streams, config.window), dtype=np.int32)
+    targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
+    counts = rng.integers(0, 30, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16)
+    return window, targets, counts
+
+
 @pytest.mark.parametrize(
     ("count_states", "fields"),
     [(0, {}), (1, {}), (2, {}), (1, {"count_indirect": 1, "count_select": 1})],
@@ -266,13 +274,9 @@ def test_teacher_forced_weights_are_the_decoders_step_wise_weights(count_states,
     state = learner.init()
     rng = np.random.default_rng(count_states)
     if config.count_select:  # its offsets start at zero: train once, so that every byte's differ
-        window = rng.integers(0, 257, (config.streams, config.window), dtype=np.int32)
-        counts = rng.integers(0, 30, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16)
-        targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
+        window, targets, counts = _random_segment(config, rng)
         state, *_ = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
-    window = rng.integers(0, 257, (config.streams, config.window), dtype=np.int32)
-    targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
-    counts = rng.integers(0, 30, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16)
+    window, targets, counts = _random_segment(config, rng)
     cache = learner.prefill(learner.prepare(state), window[:, : config.memory])
     stepped = []
     for i in range(config.segment):
