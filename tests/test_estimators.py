@@ -45,7 +45,9 @@ def test_measure_is_what_compress_writes_and_the_file_decodes(name):
         assert report.block_bits == pytest.approx(list(measured.segment_bits), rel=1e-12)
         assert "block 1" in report.format()
     assert prequential.decompress(blob) == DATA
-    assert 8 * report.coded_bytes >= report.ideal_bits  # the coder's output is at least the ideal
+    # The coder's output is the ideal cost up to its last 32-bit word and its own rounding of the
+    # weights, which can make a particular text a fraction of a bit cheaper than the ideal.
+    assert abs(8 * report.coded_bytes - report.ideal_bits) < 32 + 1e-3 * report.ideal_bits
 
 
 def test_every_named_estimator_is_a_valid_config():
