@@ -153,18 +153,21 @@ class CountMixer(nn.Module):
         """The logits with the counts (..., K, V) mixed in; `last` (...) is each position's token
         (the byte before the predicted one, or the start symbol V)."""
         ops = self.ops
-        seen = jnp.sum(counts.astype(jnp.int32), axis=-1)  # (..., K)
+        # Counts are below 2**16 and at most 256 per context, so float32 sums and maxima of them
+        # are exact in any order; XLA on CPU vectorizes those and not their integer forms.
+        as_float = counts.astype(jnp.float32)
+        seen = jnp.sum(as_float, axis=-1).astype(jnp.int32)  # (..., K)
         features = jnp.concatenate([hidden, ops.log_count(seen)], axis=-1)
         weights = Dense(self.channels, ops, kernel_init=_constant(0.0), bias_init=_constant(self.initial_weight))(features)
         if self.select:
             by_last = jnp.broadcast_to(last[..., None], weights.shape)
             weights = weights + self._lookup("select_weight", 0.0, by_last, states=counts.shape[-1] + 1)
         if self.states:
-            distinct = jnp.maximum(jnp.sum(counts > 0, axis=-1), 1)
+            distinct = jnp.maximum(jnp.sum((counts > 0).astype(jnp.float32), axis=-1).astype(jnp.int32), 1)
             seen_bucket = jnp.clip(_bit_length(seen + 1) - 1, 0, 11)  # floor(log2(seen + 1))
             state = seen_bucket * 6 + jnp.clip(_bit_length(distinct - 1), 0, 5)  # ceil(log2 distinct)
             weights = weights + self._lookup("state_weight", 0.0, state)
-            largest = (counts == jnp.max(counts, axis=-1, keepdims=True)) & (counts > 0)  # none where nothing was seen
+            largest = (as_float == jnp.max(as_float, axis=-1, keepdims=True)) & (counts > 0)  # none where nothing was seen
         if self.states == 2:
             log_alpha = self._lookup("state_log_alpha", ops.log_of(self.alpha), state)[..., None]
             level = jnp.minimum(counts, 15).astype(jnp.int32) + 16 * largest  # (..., K, V)

@@ -138,7 +138,7 @@ def _dense_bwd(res, dy):
     xc, sxc = im.quantize(rows, BITS_X, 0)
     gc, sgc = im.quantize_stochastic(g, BITS_G, 0)
     dw = im.scale(im.int_dot(xc, BITS_X, gc, BITS_G, _MATMUL_AT), sxc.T + sgc)
-    dbias = im.scale(jnp.sum(gc, 0), sgc[0])  # 8-bit terms: an int32 sum is exact
+    dbias = im.scale(im.small_sum(gc, 0), sgc[0])
     return dx.reshape(*dy.shape[:-1], rows.shape[1]), dw, dbias
 
 
@@ -193,7 +193,7 @@ def _rstd(var_sum: jnp.ndarray, exponent: jnp.ndarray, n: int) -> tuple[jnp.ndar
 def _layer_norm_fwd(x, scale, bias):
     n = x.shape[-1]
     xq, sx = im.quantize(x, 16, -1)
-    mean = jnp.floor_divide(2 * jnp.sum(xq, -1, keepdims=True) + n, 2 * n)
+    mean = jnp.floor_divide(2 * im.small_sum(xq, -1, keepdims=True) + n, 2 * n)
     centred = im.round_shift(xq - mean, 1)  # 15 bits, in units of 2**(sx + 1)
     coarse = im.round_shift(centred, 5)  # 10 bits: squares sum below 2**30
     rs, srs = _rstd(im.isum(coarse * coarse, -1)[..., None], 2 * (sx + 6), n)
@@ -214,7 +214,7 @@ def _layer_norm_bwd(res, dy):
     dyq, sdy = im.quantize(dy, 16, -1)
     dnq = im.round_shift(dyq * gq, 14)  # d(normed) = dy * scale, 15 bits, in units of 2**sdn
     sdn = sdy + sg + 14
-    mean = jnp.floor_divide(2 * jnp.sum(dnq, -1, keepdims=True) + n, 2 * n)
+    mean = jnp.floor_divide(2 * im.small_sum(dnq, -1, keepdims=True) + n, 2 * n)
     # normed * mean(d(normed) * normed): the part of the gradient the normalization takes out
     pq, sp = im.quantize(im.isum(dnq * nq, -1)[..., None], 15, ())  # the sum, in units of 2**(sdn + sn)
     k = max(n - 1, 1).bit_length()

@@ -206,7 +206,9 @@ def _equations(jaxpr):
 def test_the_exact_training_step_sums_no_floats(count_states):
     """A float sum of more than two terms rounds by its order, which depends on the machine: none
     may reach what the step returns (jax.grad sums the cotangent of a broadcast in float, so a
-    parameter broadcast outside an exact primitive would show up here)."""
+    parameter broadcast outside an exact primitive would show up here). The exception is a sum of
+    integers converted to float just before (intmath.small_sum, the count mixer's sums), which
+    their bounds keep exact in any order."""
     from jax._src.interpreters import partial_eval as pe
 
     config = TINY.replace(numerics="exact", count_states=count_states)
@@ -221,14 +223,25 @@ def test_the_exact_training_step_sums_no_floats(count_states):
     )
     closed = jax.make_jaxpr(learner._train)(*args)
     used = pe.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars))[0]  # drops the loss's value, which nothing reads
-    float_sums = [
-        (eqn.primitive.name, eqn.invars[0].aval.shape, eqn.params.get("axes"))
-        for eqn in _equations(used)
+    equations = list(_equations(used))
+    from_integers = {
+        id(out)
+        for eqn in equations
+        if eqn.primitive.name == "convert_element_type" and not jnp.issubdtype(eqn.invars[0].aval.dtype, jnp.floating)
+        for out in eqn.outvars
+    }
+    sums = [
+        eqn
+        for eqn in equations
         if eqn.primitive.name in ("reduce_sum", "cumsum")
         and jnp.issubdtype(eqn.invars[0].aval.dtype, jnp.floating)
         and any(eqn.invars[0].aval.shape[a] > 2 for a in eqn.params.get("axes", ()))
     ]
+    float_sums = [
+        (eqn.primitive.name, eqn.invars[0].aval.shape, eqn.params.get("axes")) for eqn in sums if id(eqn.invars[0]) not in from_integers
+    ]
     assert not float_sums
+    assert len(sums) > len(float_sums)  # the integer sums are seen, so the check above is not vacuous
 
 
 def test_exact_adam_follows_optax_adam():
@@ -332,3 +345,23 @@ def test_a_decoder_that_scores_other_weights_is_stopped_at_once(monkeypatch):
     monkeypatch.setitem(learner.compiled, "step", skewed)  # the compiled functions are kept there
     with pytest.raises(DesyncError, match="step-wise and teacher-forced"):
         prequential.decompress(blob)
+
+
+@pytest.mark.parametrize(("shape", "axis"), [((300, 7), 0), ((5, 3000), -1), ((4, 700, 3), (0, 1)), ((2, 33, 40), (1, 2))])
+def test_integer_sums_are_exact_in_float_chunks(shape, axis):
+    """small_sum sums chunks of up to 512 values as float32 (exact: below 2**24) and the chunks
+    as int32; isum splits values of up to 30 bits into two such sums."""
+    small = RNG.integers(1 << 14, 1 << 15, shape) * RNG.choice([1, 1, 1, -1], shape)  # long sums pass 2**24
+    assert np.array_equal(np.asarray(im.small_sum(jnp.asarray(small, jnp.int32), axis)), small.sum(axis))
+    assert np.array_equal(np.asarray(im.small_sum(jnp.asarray(small, jnp.int32), axis, keepdims=True)), small.sum(axis, keepdims=True))
+    wide = RNG.integers(-(1 << 30) + 1, 1 << 30, shape)
+    assert np.array_equal(np.asarray(im.isum(jnp.asarray(wide, jnp.int32), axis)), wide.sum(axis).astype(np.float32))
+
+
+def test_the_largest_exponent_is_that_of_the_largest_magnitude():
+    x = (np.asarray(normal_array(40, 30)) * np.exp2(RNG.integers(-30, 30, (40, 1)))).astype(np.float32)
+    x[3] = 0.0
+    x[5, :] = -x[5, :]
+    biased = (x.view(np.int32) >> 23) & 0xFF
+    for axis in (0, -1, None):
+        assert np.array_equal(np.asarray(im._top_exponent(jnp.asarray(x), axis)), biased.max(axis=axis, keepdims=True))
