@@ -9,17 +9,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+
 from prequential.config import preset
 
 ALL_CORES = sorted(os.sched_getaffinity(0))  # captured before any test pins this process
-# One persistent compilation cache for this process and every command it starts: the same
-# programs are compiled once per session, not once per process.
+# One persistent compilation cache for this process, the other test workers and every command
+# they start: the same programs are compiled once per session, not once per process. JAX is
+# already imported here (it reads its environment then), so this process is set up directly.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).parents[1] / ".pytest_cache" / "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # as the command does: keep every program
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 if shutil.which("taskset") is None:  # util-linux; every Debian-like machine has it
     raise RuntimeError("the tests need taskset (package util-linux) to set the CPU affinity of the processes they start")
 SAMPLE = (Path(__file__).parents[1] / "prequential" / "data" / "sample.txt").read_bytes()
 TINY = preset("tiny")  # the preset of the tests: compiles fastest
+# The tests share these few variations of it, so that each is compiled once per session.
+CHANNELS = TINY.replace(count_indirect=1, count_select=1)  # every kind of count channel and the mixer's selection, as the default
+CALIBRATED = TINY.replace(count_states=2)  # the full calibration of counts
 
 
 def run_cli(

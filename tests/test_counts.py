@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import CHANNELS, TINY
 
 import prequential
 from prequential.config import NO_COUNTS
@@ -115,7 +115,7 @@ def test_indirect_contexts_key_on_the_two_bytes_that_last_followed_the_context()
 
 
 def test_indirect_contexts_and_mixer_selection_round_trip():
-    config = TINY.replace(count_indirect=1, count_select=1)
+    config = CHANNELS
     data = b"".join(b"<entry code=%d name=%s/>\n" % (i * 37 % 101, b"abc"[: i % 3 + 1]) for i in range(200))
     assert prequential.decompress(prequential.compress(data, config)) == data
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import SAMPLE, TINY
+from conftest import CALIBRATED, CHANNELS, SAMPLE, TINY
 
 import prequential
 from prequential import api
@@ -277,15 +277,14 @@ def _random_segment(config, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize(
-    ("count_states", "fields"),
-    [(0, {}), (1, {}), (2, {}), (1, {"count_indirect": 1, "count_select": 1})],
+    "config",
+    [TINY.replace(count_states=0), TINY, CALIBRATED, CHANNELS],
     ids=["states0", "states1", "states2", "default-channels"],
 )
-def test_teacher_forced_weights_are_the_decoders_step_wise_weights(count_states, fields):
-    config = TINY.replace(count_states=count_states, **fields)
+def test_teacher_forced_weights_are_the_decoders_step_wise_weights(config):
     learner = Learner.create(config)
     state = learner.init()
-    rng = np.random.default_rng(count_states)
+    rng = np.random.default_rng(config.count_states)
     if config.count_select:  # its offsets start at zero: train once, so that every byte's differ
         window, targets, counts = _random_segment(config, rng)
         state, *_ = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
@@ -322,9 +321,8 @@ def test_with_cached_memory_states_teacher_forced_weights_are_the_step_wise_ones
     assert next_memory.shape == memory.shape and not np.array_equal(np.asarray(next_memory), np.asarray(memory))
 
 
-@pytest.mark.parametrize("memory_cache", [0, 1], ids=["recomputed", "cached"])
-def test_measure_equals_compress_bit_for_bit(memory_cache):
-    config = TINY.replace(n_layers=2, memory_cache=memory_cache)
+@pytest.mark.parametrize("config", [TINY, TINY.replace(n_layers=2, memory_cache=1)], ids=["recomputed", "cached"])
+def test_measure_equals_compress_bit_for_bit(config):
     data = SAMPLE[:5000]
     measured = prequential.measure(data, config, baselines=False)
     report = api.encode(data, io.BytesIO(), config)

@@ -8,7 +8,7 @@ import math
 import jax
 import numpy as np
 import pytest
-from conftest import SAMPLE, TINY
+from conftest import CALIBRATED, CHANNELS, SAMPLE, TINY
 
 import prequential
 from prequential.learner import Learner
@@ -28,11 +28,11 @@ def test_learning_rate_warms_up_then_decays_with_the_tokens_trained_on():
 
 
 def test_count_state_tables_move_state_rate_times_faster():
-    config = TINY.replace(count_states=2, count_state_rate=8.0, learning_rate=1e-3, lr_decay_tokens=0)
+    config = CALIBRATED
     learner = Learner.create(config)
     state = learner.init()
     mixer = learner.tree(state.params)["params"]["mixer"]
-    np.testing.assert_allclose(8.0 * mixer["state_log_alpha"], math.log(config.count_alpha), rtol=1e-6)
+    np.testing.assert_allclose(config.count_state_rate * mixer["state_log_alpha"], math.log(config.count_alpha), rtol=1e-6)
     rng = np.random.default_rng(1)
     window = rng.integers(0, 256, (config.streams, config.window), dtype=np.int32)
     targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
@@ -42,13 +42,13 @@ def test_count_state_tables_move_state_rate_times_faster():
     moved = jax.tree_util.tree_map(lambda a, b: np.abs(np.asarray(a) - b).max(), learner.tree(after.params), learner.tree(before))
     step = moved["params"]["mixer"]
     # Adam's first step moves every parameter with a gradient by the learning rate; a table is
-    # stored divided by state_rate, so its value moves 8 times as far.
-    assert step["state_weight"] == pytest.approx(1e-3, rel=1e-3)
-    assert step["Dense_0"]["kernel"] == pytest.approx(1e-3, rel=1e-3)
+    # stored divided by state_rate, so its value moves state_rate times as far.
+    assert step["state_weight"] == pytest.approx(config.learning_rate, rel=1e-3)
+    assert step["Dense_0"]["kernel"] == pytest.approx(config.learning_rate, rel=1e-3)
 
 
 def test_mixer_weight_offsets_are_selected_by_the_byte_before_each_prediction():
-    config = TINY.replace(learning_rate=1e-3, lr_decay_tokens=0, count_select=1)
+    config = CHANNELS
     learner = Learner.create(config)
     state = learner.init()
     rng = np.random.default_rng(2)

@@ -128,8 +128,9 @@ def test_cli_measure_json_and_plot(tmp_path):
 
 def test_cli_compare_names_crossings_and_draws(tmp_path):
     (tmp_path / "y.txt").write_bytes(TEXT)
-    (tmp_path / "big.toml").write_text('preset = "tiny"\nd_model = 64\nd_ff = 128\n')
-    (tmp_path / "small.toml").write_text('preset = "tiny"\n')
+    # native numerics: this checks the command's plumbing, and they compile faster
+    (tmp_path / "big.toml").write_text('preset = "tiny"\nnumerics = "native"\nd_model = 64\nd_ff = 128\n')
+    (tmp_path / "small.toml").write_text('preset = "tiny"\nnumerics = "native"\n')
     done = run_cli("compare", "-q", "y.txt", "--configs", "small.toml,big.toml", "--json", "c.json", "--plot", "c.svg", cwd=tmp_path)
     assert done.returncode == 0, done.stderr.decode()
     result = json.loads((tmp_path / "c.json").read_text())

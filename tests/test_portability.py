@@ -28,9 +28,8 @@ def made(tmp_path_factory):
         (None, {"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2"}),
         (None, {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}),
         (ALL_CORES[:1], {}),
-        (ALL_CORES[:1], {"XLA_FLAGS": "--xla_cpu_max_isa=AVX --xla_cpu_multi_thread_eigen=false"}),
     ],
-    ids=["sse4.2", "avx2", "one-core", "one-core-avx-single-threaded-eigen"],
+    ids=["sse4.2", "avx2", "one-core"],
 )
 def test_the_file_decodes_bit_exactly(made, cores, env):
     done = run_cli("decompress", "-q", "-k", str(made), "-o", "-", cores=cores, env=env)
