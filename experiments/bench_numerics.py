@@ -67,7 +67,6 @@ def fastest(runs: list[dict]) -> dict:
         for key in ("encode_kbs", "decode_kbs"):
             if key in r:
                 best[key] = max(best[key], r[key])
-    best["repeats"] = len(runs)
     return best
 
 

@@ -27,7 +27,8 @@ SAMPLE = (Path(__file__).parents[1] / "prequential" / "data" / "sample.txt").rea
 TINY = preset("tiny")  # the preset of the tests: compiles fastest
 # The tests share these few variations of it, so that each is compiled once per session.
 CHANNELS = TINY.replace(count_indirect=1, count_select=1)  # every kind of count channel and the mixer's selection, as the default
-CALIBRATED = TINY.replace(count_states=2)  # the full calibration of counts
+# the full calibration of counts, its tables at a rate other than the default (a test sees the config's)
+CALIBRATED = TINY.replace(count_states=2, count_state_rate=8.0)
 
 
 def run_cli(

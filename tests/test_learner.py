@@ -63,10 +63,10 @@ def test_mixer_weight_offsets_are_selected_by_the_byte_before_each_prediction():
     assert not np.delete(moved, [1, 2, 3], axis=1).any()  # no other byte's
 
 
-@pytest.mark.parametrize("count_states", [0, 1, 2])
-def test_counts_round_trip_with_each_calibration(count_states):
+@pytest.mark.parametrize("config", [TINY.replace(count_states=0), TINY, CALIBRATED], ids=["0", "1", "2"])
+def test_counts_round_trip_with_each_calibration(config):
     data = b"a rose is a rose is a rose; " * 30
-    assert prequential.decompress(prequential.compress(data, TINY.replace(count_states=count_states))) == data
+    assert prequential.decompress(prequential.compress(data, config)) == data
 
 
 def test_each_segment_trains_on_the_memory_states_the_step_before_returned():
