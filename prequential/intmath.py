@@ -212,6 +212,17 @@ def int_dot(a: jnp.ndarray, bits_a: int, b: jnp.ndarray, bits_b: int, dims, drop
     return out
 
 
+def distribution_dot(a: jnp.ndarray, total_bits: int, b: jnp.ndarray, bits_b: int, dims) -> jnp.ndarray:
+    """dot_general of int32 a >= 0 whose sum along the contraction is below 2**total_bits (a
+    distribution, such as attention probabilities) with int32 b of at most bits_b bits, as one
+    float32 dot: every partial sum is below 2**(total_bits + bits_b - 1), which float32 holds
+    exactly when that is at most 2**24. The same integers as `int_dot`, from one dot, not one
+    per pair of 8-bit limbs."""
+    if total_bits + bits_b - 1 > 24:
+        raise ValueError(f"a total below 2**{total_bits} by {bits_b}-bit operands overflows an exact float32 dot")
+    return lax.dot_general(a.astype(jnp.float32), b.astype(jnp.float32), dims, precision=lax.Precision.HIGHEST)
+
+
 # ---------------------------------------------------------------------------------------------
 # Fixed-point log2 and exp2 (LOG_FRAC fractional bits) from integer polynomials
 # ---------------------------------------------------------------------------------------------

@@ -277,7 +277,9 @@ def _attend(q, keys, values, mask):
     svt = jnp.swapaxes(sv, 2, 3)
     top = jnp.max(jnp.where(mask, svt, -(1 << 20)), -1, keepdims=True)
     folded = im.round_shift(p, top - svt)  # each value's scale folded into its probability
-    out = im.scale(im.int_dot(folded, 16, vq, BITS_V, _PV), top - PROB_BITS)
+    # One exact dot, not one per 8-bit limb: the folded probabilities are non-negative and sum to
+    # about 2**PROB_BITS, so every partial sum of the products stays below 2**(PROB_BITS + 8).
+    out = im.scale(im.distribution_dot(folded, PROB_BITS + 1, vq, BITS_V, _PV), top - PROB_BITS)
     return out, p, svt, top, mask
 
 

@@ -81,6 +81,21 @@ def test_integer_dots_are_exact(bits_a, bits_b, length):
     assert np.abs(np.asarray(got, np.float64) - want).max() <= np.abs(want).max() * 2**-22
 
 
+def test_a_distribution_dot_is_one_exact_dot():
+    # Attention probabilities (14 bits, summing to about 2**14 per row) times 8-bit values: one
+    # float32 dot gives the exact integers, the same as the limb-wise int_dot.
+    p = RNG.dirichlet(np.full(64, 0.3), (8, 32)) * 2**14
+    a = jnp.asarray(np.floor(p), jnp.int32)
+    b = RNG.integers(-im.qmax(8), im.qmax(8) + 1, (8, 64, 32))
+    dims = (((2,), (1,)), ((0,), (0,)))
+    got = np.asarray(im.distribution_dot(a, 15, jnp.asarray(b, jnp.int32), 8, dims), np.float64)
+    want = np.einsum("bqk,bkd->bqd", np.asarray(a, np.int64), b)
+    assert np.array_equal(got, want)
+    assert np.array_equal(got, np.asarray(im.int_dot(a, 16, jnp.asarray(b, jnp.int32), 8, dims), np.float64))
+    with pytest.raises(ValueError, match="overflows"):
+        im.distribution_dot(a, 18, jnp.asarray(b, jnp.int32), 8, dims)
+
+
 def test_quantize_keeps_each_row_to_its_bits():
     x = normal_array(50, 64) * jnp.exp(normal_array(50, 1) * 4)
     for bits in (8, 12, 16):
