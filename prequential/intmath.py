@@ -80,6 +80,18 @@ def round_shift(q: jnp.ndarray, shift: jnp.ndarray | int) -> jnp.ndarray:
     return lax.select(shift > 0, ((q >> (shift - 1)) + 1) >> 1, q)
 
 
+def materialize(x: jnp.ndarray) -> jnp.ndarray:
+    """x, computed once and stored. XLA on CPU fuses an elementwise chain into every consumer of
+    its result, so a chain with several consumers (a quantization's max and its rounding, the two
+    limbs of a product, a gradient's row and column scales) is recomputed once per consumer: 5 to
+    10 times for a softmax's probabilities in their backward pass. A reduction is never fused into
+    its consumers, so the max of x over a broadcast pair (the same values) stores x; an
+    optimization barrier would not, since XLA on CPU removes barriers before fusing."""
+    if x.dtype == jnp.float32:  # as int32 bits: XLA's float max (NaN-aware) is 20 times slower
+        return lax.bitcast_convert_type(materialize(lax.bitcast_convert_type(x, jnp.int32)), jnp.float32)
+    return jnp.max(jnp.broadcast_to(x[None], (2, *x.shape)), 0)
+
+
 def _top_exponent(x: jnp.ndarray, axis: int | tuple[int, ...] | None) -> jnp.ndarray:
     """The largest biased exponent of x over `axis` (kept), 0 for zeros: that of the largest |x|,
     since a float's magnitude orders as its bits do. A float max is exact, and XLA on CPU
@@ -93,6 +105,7 @@ def quantize(x: jnp.ndarray, bits: int, axis: int | tuple[int, ...] | None) -> t
 
     The exponent comes from the largest element's float exponent (an integer max, exact), and
     each q from its element's significand by an integer rounding shift: no float arithmetic."""
+    x = materialize(x)  # read by the max and by the rounding
     negative, biased, significand = fields(x)
     top = _top_exponent(x, axis)
     exponent = top - 125 - bits  # the largest |x| < 2**(top - 126) maps below 2**(bits - 1)
@@ -105,6 +118,7 @@ def quantize_stochastic(x: jnp.ndarray, bits: int, axis: int | tuple[int, ...] |
     (stochastic rounding), so that elements far below the slice's largest survive on average: for
     gradients. The random bits are a hash of the element's own bits and its index, so they are the
     same on every machine and need no key."""
+    x = materialize(x)  # read by the max, the rounding and the dither
     negative, biased, significand = fields(x)
     top = _top_exponent(x, axis)
     exponent = top - 125 - bits
@@ -169,6 +183,7 @@ def _limbs(q: jnp.ndarray, bits: int) -> list[tuple[jnp.ndarray, float]]:
     q = sum(limb * weight). A product of two limbs is at most 2**14, so _DOT_CHUNK of them sum exactly."""
     if bits <= 8:
         return [(q.astype(jnp.float32), 1.0)]
+    q = materialize(q)  # read by both limbs
     low = ((q + 128) & 255) - 128
     return [(((q - low) >> 8).astype(jnp.float32), 256.0), (low.astype(jnp.float32), 1.0)]
 

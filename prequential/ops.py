@@ -273,7 +273,7 @@ def _attend(q, keys, values, mask):
     dots = im.int_dot(qq, BITS_QK, kq, BITS_QK, _QK).astype(jnp.int32)  # exact
     z = jnp.where(mask, _shift(dots * cm, sq + jnp.swapaxes(sk, 2, 3) + ce + SCORE_FRAC), -(1 << 29))
     e = jnp.where(mask, im.exp2_int(z - jnp.max(z, -1, keepdims=True), PROB_BITS), 0)
-    p = _normalize(e, PROB_BITS)
+    p = im.materialize(_normalize(e, PROB_BITS))  # read 5 times by the backward pass
     svt = jnp.swapaxes(sv, 2, 3)
     top = jnp.max(jnp.where(mask, svt, -(1 << 20)), -1, keepdims=True)
     folded = im.round_shift(p, top - svt)  # each value's scale folded into its probability

@@ -96,6 +96,15 @@ def test_a_distribution_dot_is_one_exact_dot():
         im.distribution_dot(a, 18, jnp.asarray(b, jnp.int32), 8, dims)
 
 
+def test_materialize_returns_the_same_bits():
+    special = np.array([0.0, -0.0, np.inf, -np.inf, 1e-45, -3e-39, 3.4e38, 1.0], np.float32)
+    x = np.concatenate([special, RNG.normal(size=1000).astype(np.float32)]).reshape(4, -1)
+    got = np.asarray(im.materialize(jnp.asarray(x)))
+    assert got.dtype == np.float32 and np.array_equal(got.view(np.int32), x.view(np.int32))
+    ints = RNG.integers(-(2**31), 2**31 - 1, (3, 50), dtype=np.int32)
+    assert np.array_equal(np.asarray(im.materialize(jnp.asarray(ints))), ints)
+
+
 def test_quantize_keeps_each_row_to_its_bits():
     x = normal_array(50, 64) * jnp.exp(normal_array(50, 1) * 4)
     for bits in (8, 12, 16):
