@@ -83,8 +83,8 @@ def round_shift(q: jnp.ndarray, shift: jnp.ndarray | int) -> jnp.ndarray:
 def materialize(x: jnp.ndarray) -> jnp.ndarray:
     """x, computed once and stored. XLA on CPU fuses an elementwise chain into every consumer of
     its result, so a chain with several consumers (a quantization's max and its rounding, the two
-    limbs of a product, a gradient's row and column scales) is recomputed once per consumer: 5 to
-    10 times for a softmax's probabilities in their backward pass. A reduction is never fused into
+    limbs of a product, the attention probabilities' uses in the backward pass) is recomputed once
+    per consumer. A reduction is never fused into
     its consumers, so the max of x over a broadcast pair (the same values) stores x; an
     optimization barrier would not, since XLA on CPU removes barriers before fusing."""
     if x.dtype == jnp.float32:  # as int32 bits: XLA's float max (NaN-aware) is 20 times slower
@@ -189,8 +189,9 @@ def _limbs(q: jnp.ndarray, bits: int) -> list[tuple[jnp.ndarray, float]]:
 
 
 def _exact_dot(a: jnp.ndarray, b: jnp.ndarray, dims) -> jnp.ndarray:
-    """dot_general of int8-valued float32 arrays, exact: contractions longer than _DOT_CHUNK are
-    cut into chunks whose exact float results are summed as int32."""
+    """dot_general of integer-valued float32 arrays whose partial sums float32 holds exactly (int8
+    limbs, or a distribution_dot's operands): contractions longer than _DOT_CHUNK are cut into
+    chunks whose exact float results are summed as int32."""
     (ca, cb), _ = dims
     length = int(np.prod([a.shape[i] for i in ca]))
     if length <= _DOT_CHUNK:
@@ -235,7 +236,7 @@ def distribution_dot(a: jnp.ndarray, total_bits: int, b: jnp.ndarray, bits_b: in
     per pair of 8-bit limbs."""
     if total_bits + bits_b - 1 > 24:
         raise ValueError(f"a total below 2**{total_bits} by {bits_b}-bit operands overflows an exact float32 dot")
-    return lax.dot_general(a.astype(jnp.float32), b.astype(jnp.float32), dims, precision=lax.Precision.HIGHEST)
+    return _exact_dot(a.astype(jnp.float32), b.astype(jnp.float32), dims)
 
 
 # ---------------------------------------------------------------------------------------------
