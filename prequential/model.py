@@ -125,8 +125,9 @@ class CountMixer(nn.Module):
 
     With `states`, a channel's state (how many bytes its context has seen, in 12 log2 buckets, and
     how many distinct ones, in 6) picks learned corrections: a weight offset and an offset for the
-    context's most frequent byte (states 1); also the smoothing a_k of log(n + a_k) and an offset
-    per count level, 0..15 and whether it is the largest, in place of that one (states 2, slower).
+    context's most frequent byte (states 1); also the smoothing a_k of log(1 + n / a_k) and an
+    offset per count level, 1..15 and whether it is the largest, in place of that one (states 2,
+    slower).
     This calibrates counts into log-probabilities by gradient, with the rest of the model. Adam
     moves each parameter by about the learning rate per step, too slow for such small tables, so
     they are stored divided by `state_rate` and move that many times faster.
@@ -171,7 +172,10 @@ class CountMixer(nn.Module):
         if self.states == 2:
             log_alpha = self._lookup("state_log_alpha", ops.log_of(self.alpha), state)[..., None]
             level = jnp.minimum(counts, 15).astype(jnp.int32) + 16 * largest  # (..., K, V)
-            offsets = self._lookup("state_level", 0.0, state, 32)  # (..., K, 32)
+            # Unseen bytes (level 0) get no offset: one offset for all of a channel's bytes would
+            # change no probability, and the log-probabilities stay 0 where nothing was seen.
+            offsets = self._lookup("state_level", 0.0, state, 31)  # (..., K, 31): levels 1..31
+            offsets = jnp.concatenate([jnp.zeros_like(offsets[..., :1]), offsets], axis=-1)
             log_p = ops.count_log_learned(counts, log_alpha) + ops.take_along(offsets, level)
         else:
             log_p = ops.count_log(counts, self.alpha, self.max_count)

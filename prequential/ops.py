@@ -451,30 +451,31 @@ _bits_and_weights.defvjp(_bits_and_weights_fwd, _bits_and_weights_bwd)
 
 
 @jax.custom_vjp
-def _ln_plus_exp(counts: jnp.ndarray, log_alpha: jnp.ndarray) -> jnp.ndarray:
-    """ln(counts + exp(log_alpha)) for integer counts and a carrier log_alpha (a Gaussian log)."""
-    return _ln_plus_exp_fwd(counts, log_alpha)[0]
+def _log1p_ratio(counts: jnp.ndarray, log_alpha: jnp.ndarray) -> jnp.ndarray:
+    """ln(1 + counts / exp(log_alpha)) for integer counts and a carrier log_alpha: 0 where a
+    byte was not seen, so that rounding errors times ln(alpha) never reach the logits."""
+    return _log1p_ratio_fwd(counts, log_alpha)[0]
 
 
-def _ln_plus_exp_fwd(counts, log_alpha):
+def _log1p_ratio_fwd(counts, log_alpha):
     a = _to_fixed(_times_constant(log_alpha, "log2e"), im.LOG_FRAC)  # log2(alpha)
-    log_n = im.log2_fixed(jnp.maximum(counts, 1))
-    out = jnp.where(counts > 0, im.log2_add(log_n, a), a)
-    return _ln_of_log2(out), (a, out, log_alpha.shape)
+    full = im.log2_add(im.log2_fixed(jnp.maximum(counts, 1)), a)  # log2(n + alpha)
+    seen = counts > 0
+    return _ln_of_log2(jnp.where(seen, full - a, 0)), (seen, a - full, log_alpha.shape)
 
 
-def _ln_plus_exp_bwd(res, g):
-    a, out, shape = res
-    significand, whole = im.exp2_parts(a - out)  # d out / d log_alpha = alpha / (n + alpha) <= 1
+def _log1p_ratio_bwd(res, g):
+    seen, a_minus_full, shape = res
+    # d/d log_alpha of ln(1 + n / alpha) = alpha / (n + alpha) - 1, in 15 fractional bits (0 unseen)
+    slope = jnp.where(seen, im.exp2_int(a_minus_full, 15) - (1 << 15), 0)
     gq, sg = im.quantize(g, 16, None)
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)  # where log_alpha was broadcast
-    top = jnp.max(whole, axes, keepdims=True)
-    terms = im.round_shift(gq * (significand >> 9), top - whole)  # below 2**30, in units of 2**(sg + top - 14)
+    terms = gq * slope  # |terms| < 2**30
     total = im.isum(terms, axes).reshape(shape) if axes else terms
-    return None, im.scale(total, sg + top.reshape(shape) - 14)
+    return None, im.scale(total, sg - 15)
 
 
-_ln_plus_exp.defvjp(_ln_plus_exp_fwd, _ln_plus_exp_bwd)
+_log1p_ratio.defvjp(_log1p_ratio_fwd, _log1p_ratio_bwd)
 
 
 @jax.custom_vjp
@@ -609,7 +610,8 @@ class Native:
 
     @staticmethod
     def count_log_learned(counts, log_alpha):
-        return jnp.log(counts.astype(jnp.float32) + jnp.exp(log_alpha))
+        """ln(1 + n / alpha) with a learned log alpha: 0 for an unseen byte, as count_log."""
+        return jnp.log1p(counts.astype(jnp.float32) * jnp.exp(-log_alpha))
 
     @staticmethod
     def log_count(seen):
@@ -672,7 +674,7 @@ class Exact:
 
     @staticmethod
     def count_log_learned(counts, log_alpha):
-        return _ln_plus_exp(counts.astype(jnp.int32), log_alpha)
+        return _log1p_ratio(counts.astype(jnp.int32), log_alpha)
 
     @staticmethod
     def log_count(seen):

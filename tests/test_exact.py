@@ -205,6 +205,19 @@ def test_mix_and_log_counts_match_float():
     assert np.abs(np.asarray(Exact.log_count(seen)) - np.log1p(np.asarray(seen))).max() < 1e-3
 
 
+def test_learned_log_counts_match_float_and_are_zero_where_unseen():
+    # A log alpha per channel (broadcast over the bytes), from the small alphas a calibration
+    # learns (e**-9) to large ones: ln(1 + n / alpha) and its gradient as in float64.
+    counts = jnp.asarray(RNG.integers(0, 4, (3, 4, 5, 256)) * RNG.integers(0, 60, (3, 4, 5, 256)), jnp.int32)
+    log_alpha = jnp.asarray(RNG.uniform(-9, 3, (3, 4, 5, 1)), jnp.float32)
+    got = np.asarray(Exact.count_log_learned(counts, log_alpha))
+    want = in_float64(Native.count_log_learned, counts, log_alpha)
+    assert np.abs(got - want).max() < 2**-10
+    assert np.all(got[np.asarray(counts) == 0] == 0)  # no rounding error times ln(alpha) in the logits
+    got_grad = grads(lambda a: Exact.count_log_learned(counts, a), log_alpha)[0]
+    assert rel_err(got_grad, in_float64(lambda a: grads(lambda b: Native.count_log_learned(counts, b), a), log_alpha)[0]) < 1e-3
+
+
 def test_mix_with_offsets_on_the_largest_counts_matches_float():
     counts = RNG.integers(0, 5, (3, 4, 5, 256))
     largest = jnp.asarray((counts == counts.max(-1, keepdims=True)) & (counts > 0))  # ties: several per channel
