@@ -51,8 +51,11 @@ _COUNT_ARRAYS = (
     "record_votes",
     "pixel",
     "record",
+    "followed",
     "followed_one",
-    "followed_two",
+    "shape",
+    "nest",
+    "depth",
 )
 
 

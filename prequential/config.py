@@ -33,7 +33,10 @@ class Config:
     count_words: int = 2  # 1: also the current word, and the previous word with it; 2: also the two previous words with it
     count_columns: int = 1  # 1: also the byte above (same column, previous line) with the last byte, and with the column
     count_records: int = 1  # 1: also the bytes one and two detected record lengths back, with the last byte and together
-    count_indirect: int = 1  # 1: also the last byte, and the last two, with the two bytes that followed them last
+    count_indirect: int = 1  # 1: also the last two bytes with the two bytes that followed them the last two times; 2: also the last byte
+    count_shape: int = 1  # 1: also the classes (letter, digit, space, ...) of the last 8 bytes with the last byte
+    count_order0: int = 1  # 1: also the empty context (how often each byte occurred)
+    count_nest: int = 1  # 1: also the innermost two open brackets or quotes, and how many are open, with the last byte
     match_model: int = 1  # 1: also the byte after the last occurrence of the last 8 bytes
     match_window_log2: int = 22  # the match model reads back up to 2**this tokens of each stream
     count_rows_log2: int = 19  # rows of each long-context channel: 2**19 rows of 256 one-byte counts
@@ -97,8 +100,9 @@ class Config:
     @property
     def count_channels(self) -> int:
         """Count distributions mixed into each prediction (0: no count models)."""
-        pairs = self.count_sparse + self.count_columns + self.count_records + self.count_indirect  # options that add two channels each
-        return self.count_orders + 2 * pairs + self.word_channels + self.match_model
+        pairs = self.count_sparse + self.count_columns + self.count_records  # options that add two channels each
+        singles = self.count_indirect + self.count_shape + self.count_order0 + self.count_nest + self.match_model
+        return self.count_orders + 2 * pairs + self.word_channels + singles
 
     @property
     def word_channels(self) -> int:
@@ -137,7 +141,7 @@ class Config:
         if self.count_channels and self.vocab_size > 256:
             raise ConfigError(
                 "config fields 'count_orders', 'count_sparse', 'count_words', 'count_columns', 'count_records', 'count_indirect', "
-                "'match_model' must be 0 when 'vocab_size' exceeds 256"
+                "'count_shape', 'count_order0', 'count_nest', 'match_model' must be 0 when 'vocab_size' exceeds 256"
             )
         self._validate_estimator()
         if self.d_model % self.n_heads:
@@ -193,6 +197,9 @@ NO_COUNTS = {
     "count_columns": 0,
     "count_records": 0,
     "count_indirect": 0,
+    "count_shape": 0,
+    "count_order0": 0,
+    "count_nest": 0,
     "match_model": 0,
 }
 BLOCK_INITS = ("seed", "continue")
@@ -213,7 +220,10 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "count_words": (0, 2),
     "count_columns": (0, 1),
     "count_records": (0, 1),
-    "count_indirect": (0, 1),
+    "count_indirect": (0, 2),
+    "count_shape": (0, 1),
+    "count_order0": (0, 1),
+    "count_nest": (0, 1),
     "x86_filter": (0, 1),
     "match_model": (0, 1),
     "count_rows_log2": (4, 24),
@@ -261,10 +271,14 @@ PRESETS: dict[str, Config] = {
         learning_rate=3e-3,
         count_orders=3,
         count_rows_log2=12,
-        # Its learning rate is 12 times the default's: tables keyed by the last byte, and two
-        # more channels, learn too fast and too little at that rate (12 KB: 3.10 to 3.47 bits/byte).
+        # Its learning rate is 12 times the default's: tables keyed by the last byte, and more
+        # channels, learn too fast and too little at that rate (12 KB: 3.10 to 3.47 bits/byte with
+        # the indirect contexts and the selection); the tests turn them on where they check them.
         count_indirect=0,
         count_select=0,
+        count_shape=0,
+        count_order0=0,
+        count_nest=0,
         sync_segments=4,
     ),
     # A narrower, one-layer transformer: faster, and better on the first few KB.
@@ -276,15 +290,18 @@ PRESETS: dict[str, Config] = {
     # updates per byte of the default) at a lower learning rate, seeing 48 tokens before its
     # segment; syncs every 64 K tokens. Native numerics: with exact ones the full calibration
     # (count_states 2) breaks down after about 4,000 updates (docs/numerics.md).
-    # It keeps the channels and initial weight it was measured with (no column, record or indirect
-    # contexts, no mixer selection; weight 0.3): the default's newer ones are not yet measured on
-    # it. It recomputes its memory: cached states cost it 0.5 % on alice29.txt and saved no time
+    # It keeps the channels and initial weight it was measured with (no column, record, indirect,
+    # shape, empty or nesting contexts, no mixer selection; weight 0.3): the default's newer ones
+    # are not yet measured on it. It recomputes its memory: cached states cost it 0.5 % on alice29.txt and saved no time
     # (one stream: its time goes to the per-segment work, not the model's arithmetic).
     "strong": Config(
         memory_cache=0,
         count_columns=0,
         count_records=0,
         count_indirect=0,
+        count_shape=0,
+        count_order0=0,
+        count_nest=0,
         count_select=0,
         count_weight=0.3,
         count_rows_log2=20,

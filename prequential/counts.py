@@ -19,22 +19,34 @@ The model mixes both (model.py, `CountMixer`). The channels are
   read a whole such header, every stream takes that length for good, and the two channels key
   instead on the bytes above (N) and to the left (W, one pixel back) together, and on the
   gradient prediction W + N - NW (as in lossless image coders: LOCO-I, paq8px);
-- indirect contexts (count_indirect, as paq8px's indirect model): the last byte, and the last two
-  bytes, each with the two bytes that followed it the last two times. They predict from what came
-  next before: in code and markup a context is often followed by a few continuations in turn;
+- indirect contexts (count_indirect, as paq8px's indirect model): the last two bytes (and, with 2,
+  the last byte) with the two bytes that followed them the last two times. They predict from what
+  came next before: in markup and tables a context is often followed by a few continuations in turn;
+- a shape context (count_shape): the classes (letter, digit, blank, punctuation, ...) of the last 8
+  bytes with the last byte, which generalizes over the words and numbers of code, markup and tables;
+- the empty context (count_order0): how often each byte occurred;
+- a nesting context (count_nest): the two innermost open brackets or quotes and how many are open,
+  with the last byte (inside a tag, a string, an argument list);
 - a match model (match_model): the byte that followed the last occurrence of the current 8-byte
   context, weighted by how many of its predictions in a row were right. It reads that byte from a
   ring of each stream's last 2**match_window_log2 tokens, so its memory does not grow with the input.
 
-Everything here is integer arithmetic updated in a fixed order (stream by stream, after each coded
-position), so encoder and decoder hold identical tables; the float arithmetic on the counts
-happens inside the jitted model. Contexts are hashed into 2**count_rows_log2 rows per channel
-(fewer for channels with fewer possible contexts: orders 1 and 2, the sparse ones), with a
-32-bit check so that a row taken over by another context starts from zero instead of mixing two
-contexts' statistics. Counts are halved when one reaches `limit`, so they follow changing data.
-Long contexts (count_decay_from bytes or more, and words) forget faster: counting a byte there
-pulls the other bytes' counts above count_decay halfway down to it, since what follows a long
-context in text changes more than what follows a short one. All streams share the tables.
+Everything here is integer arithmetic updated in a fixed order (after each coded position, stream
+by stream: stream 1 sees what stream 0 just counted), so encoder and decoder hold identical tables;
+the float arithmetic on the counts happens inside the jitted model. Contexts are hashed into
+2**count_rows_log2 rows per channel (fewer for channels with fewer possible contexts: orders 0 to
+2, the sparse ones), with a 32-bit check so that a row taken over by another context starts from
+zero instead of mixing two contexts' statistics. A row is halved when one of its counts reaches
+`limit`, so they follow changing data. Long contexts (count_decay_from bytes or more, and words)
+forget faster: counting a byte there pulls the other bytes' counts above count_decay halfway down
+to it, since what follows a long context in text changes more than what follows a short one. All
+streams share the tables.
+
+The per-position work (keys, hashes, a gather of every channel's row, the updates) is a loop over
+streams and channels, compiled by Numba (`_lookup`, `_update`): as NumPy array operations it was
+hundreds of small calls per position, about a quarter of a decoder's time. Numba compiles the same
+integer operations to machine code (cached on disk after the first run); an integer result does
+not depend on how it is compiled.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from prequential.config import Config
@@ -59,6 +72,36 @@ _PNM_BLANK = rb"(?:\s|#[^\n]*\n)+"  # whitespace and comments
 _PNM_HEADER = re.compile(rb"P([56])" + _PNM_BLANK + rb"(\d+)" + _PNM_BLANK + rb"\d+" + _PNM_BLANK + rb"(\d+)\s")
 
 
+def _byte_classes() -> np.ndarray:
+    """A class of 3 bits for each byte value: control, line end, blank, digit, lower case, upper
+    case, punctuation, and bytes of 128 and up."""
+    classes = np.zeros(256, np.uint64)
+    for values, cls in ((b"\n\r", 1), (b" \t", 2), (b"0123456789", 3)):
+        classes[list(values)] = cls
+    classes[ord("a") : ord("z") + 1], classes[ord("A") : ord("Z") + 1] = 4, 5
+    classes[[c for c in range(33, 127) if not chr(c).isalnum()]] = 6
+    classes[128:] = 7
+    return classes
+
+
+_BYTE_CLASS = _byte_classes()
+
+
+def _brackets() -> tuple[np.ndarray, np.ndarray]:
+    """For each byte value, the code (1-6) of the bracket or quote it opens and of the bracket it
+    closes, else 0; quotes (codes _QUOTES and up) close themselves."""
+    opens, closes = np.zeros(256, np.uint64), np.zeros(256, np.uint64)
+    for code, pair in enumerate((b"()", b"[]", b"{}", b"<>", b'""', b"''"), start=1):
+        opens[pair[0]] = code
+        if pair[0] != pair[1]:
+            closes[pair[1]] = code
+    return opens, closes
+
+
+_OPENS, _CLOSES = _brackets()
+_QUOTES = np.uint64(5)
+
+
 def image_layout(head: bytes) -> tuple[int, int]:
     """(bytes per row, bytes per pixel) of the uncompressed image whose header is exactly `head`
     (binary PGM or PPM of 8-bit samples; BMP of 8, 24 or 32 bits per pixel), else (0, 0)."""
@@ -72,11 +115,6 @@ def image_layout(head: bytes) -> tuple[int, int]:
     return 0, 0
 
 
-def _is_word_byte(tokens: np.ndarray) -> np.ndarray:
-    lower = tokens | 0x20
-    return ((lower >= ord("a")) & (lower <= ord("z"))) | (tokens >= 128)
-
-
 class Found(NamedTuple):
     """What a lookup found: the counts the model reads, and the rows (with their context checks)
     that `update` then counts the coded tokens into."""
@@ -84,32 +122,32 @@ class Found(NamedTuple):
     counts: np.ndarray  # (streams, channels, vocab)
     rows: np.ndarray  # (streams, hashed channels) flat row indices
     check: np.ndarray  # (streams, hashed channels) the contexts' 32-bit checks
-    above: np.ndarray | None  # (streams,) the byte above each position (count_columns), for update
+    above: np.ndarray  # (streams,) the byte above each position (count_columns), for update
 
 
 class ContextCounts:
     def __init__(self, config: Config, streams: int) -> None:
         self.config = config
-        self.orders = np.arange(1, config.count_orders + 1, dtype=np.uint64)
-        self.masks = (np.uint64(1) << (np.uint64(8) * self.orders)) - np.uint64(1)
-        # Per hashed channel, in the order of _keys: the bits of its keys, and whether it decays.
+        # Per hashed channel, in the order _keys makes them: the bits of its keys, and whether it decays.
         channels = [(8 * k, k >= config.count_decay_from) for k in range(1, config.count_orders + 1)]
         channels += [(8, False), (16, False)] * config.count_sparse + [(64, True)] * config.word_channels
-        channels += [(18, False), (17, False)] * config.count_columns + [(64, False), (64, False)] * config.count_records
-        channels += [(24, False), (32, False)] * config.count_indirect
+        channels += [(18, False), (17, False)] * config.count_columns
+        self._record_channels = slice(len(channels), len(channels) + 2 * config.count_records)
+        channels += [(64, False), (64, False)] * config.count_records
+        channels += [(32, False), (24, False)][: config.count_indirect] + [(32, False)] * config.count_shape
+        channels += [(0, False)] * config.count_order0 + [(18, False)] * config.count_nest
         self.hashed_channels = len(channels)
-        self._record_channels = slice(self.hashed_channels - 2 * config.count_records, self.hashed_channels)
         key_bits = np.array([bits for bits, _ in channels], np.int64)
-        self._decays = np.array([decays for _, decays in channels], bool)
+        self._decays = np.array([decays for _, decays in channels], np.bool_)
         # A channel whose keys have fewer bits than count_rows_log2 (orders 1 and 2, the sparse
         # contexts) gets a few times as many rows as it has contexts; the others get 2**count_rows_log2.
         rows_log2 = np.minimum(key_bits + 2, config.count_rows_log2)  # + 2: fewer collisions
-        self.shifts = (64 - rows_log2).astype(np.uint64)[None, :]
-        self._row_base = np.concatenate([[0], np.cumsum(1 << rows_log2)[:-1]])[None, :]
+        self._shifts = (64 - rows_log2).astype(np.uint64)
+        self._row_base = np.concatenate([[0], np.cumsum(1 << rows_log2)[:-1]]).astype(np.int64)
         rows = int(np.sum(1 << rows_log2))
-        # Counts are halved before one passes count_limit - 1, and a step adds at most one per
-        # stream, so limit - 1 + streams bounds them: bytes when that fits, which halves the memory.
-        dtype = np.uint8 if config.count_limit - 1 + streams <= 255 else np.uint16
+        # A count is halved (with its row) before it passes count_limit, so the limit bounds them:
+        # bytes when it fits, which halves the memory.
+        dtype = np.uint8 if config.count_limit <= 255 else np.uint16
         # np.zeros maps untouched pages lazily: small inputs only pay for the rows they use.
         self.counts = np.zeros((rows, config.vocab_size), dtype)
         self.checks = np.zeros(rows, np.uint32)
@@ -117,204 +155,295 @@ class ContextCounts:
         self.word = np.zeros(streams, np.uint64)  # hash of the word being read, 0 between words
         self.previous_words = np.zeros((streams, 2), np.uint64)  # the last word, and the one before it
         self.recent = np.zeros((streams, 1 << config.match_window_log2), np.uint8)  # ring: position p at p % size
-        self.match_shift = np.uint64(64 - config.count_rows_log2)
         self.match_table = np.full(1 << config.count_rows_log2, -1, np.int64)  # 8-byte context -> pointer to the position after it
         self.match_at = np.full(streams, -1, np.int64)  # where each stream's match points, or -1
         self.match_run = np.zeros(streams, np.int64)
         self.line_start = np.zeros(streams, np.int64)  # the position of the current line's first byte
         self.above_start = np.full(streams, -1, np.int64)  # the previous line's, or -1
-        self.same_line = np.ones(streams, bool)  # whether the line so far equals the previous line's start
+        self.same_line = np.ones(streams, np.bool_)  # whether the line so far equals the previous line's start
         self.last_seen = np.full((streams, config.vocab_size), -1, np.int64)  # where each byte value was last seen
         self.last_gaps = np.zeros((streams, config.vocab_size, _RECORD_GAPS), np.int64)  # the distances between its last occurrences
         self.record_guess = np.zeros(streams, np.int64)  # the distance that leads the vote, and by how much
         self.record_votes = np.zeros(streams, np.int64)
         self.record = np.zeros(streams, np.int64)  # the detected record length, 0 until one is
-        # Indirect contexts (count_indirect): the two bytes that last followed each 1-byte and
-        # each 2-byte context, newest lowest, in any stream.
+        # Indirect contexts (count_indirect): the two bytes that last followed each 2-byte and
+        # each 1-byte context, newest lowest, in any stream.
+        self.followed = np.zeros(1 << 16, np.uint16)
         self.followed_one = np.zeros(1 << 8, np.uint16)
-        self.followed_two = np.zeros(1 << 16, np.uint16)
+        self.shape = np.zeros(streams, np.uint64)  # the classes of each stream's last 8 bytes, 3 bits each, newest lowest (count_shape)
+        self.nest = np.zeros(streams, np.uint64)  # open brackets and quotes (count_nest), 3 bits each, innermost lowest
+        self.depth = np.zeros(streams, np.int64)  # how many are open
         self.pixel = np.zeros(streams, np.int64)  # bytes per pixel of an image whose header gave the record length, else 0
         # The position whose counts the next lookup gives. A pass over more data (given data first)
         # goes on counting from here, so its matches may point back into the earlier data.
         self.time = 0
-        self._flat_counts = self.counts.reshape(-1)  # one fancy index per access, not two
-
-    def _keys(self, above: np.ndarray | None) -> np.ndarray:
-        """(streams, hashed channels) keys; the channel index is added so equal keys differ."""
-        keys = [self.context[:, None] & self.masks[None, :]]
-        left = self.context & np.uint64(0xFF)
-        if self.config.count_sparse:  # skip the last byte: the 2nd last; the 2nd and 3rd last
-            keys.append(
-                np.stack([(self.context >> np.uint64(8)) & np.uint64(0xFF), (self.context >> np.uint64(8)) & np.uint64(0xFFFF)], axis=1)
-            )
-        if self.config.count_words:
-            words = [self.word]
-            for previous in self.previous_words.T[: self.config.count_words]:
-                words.append(words[-1] * _WORD_HASH + previous)
-            keys.append(np.stack(words, axis=1))
-        if above is not None:
-            above = above.astype(np.uint64)
-            column = np.minimum(self.time - self.line_start, 255).astype(np.uint64)
-            with_left = above | (left << np.uint64(9)) | (self.same_line.astype(np.uint64) << np.uint64(17))
-            keys.append(np.stack([with_left, above | (column << np.uint64(9))], axis=1))
-        if self.config.count_records:
-            back = self._back(self.record).astype(np.uint64)
-            record = np.minimum(self.record, 1 << 20).astype(np.uint64) << np.uint64(24)
-            if self.pixel[0]:  # an image (all streams at once): N with W, and W + N - NW
-                west, north_west = (self._back(d).astype(np.int64) for d in (self.pixel, self.record + self.pixel))
-                predicted = np.clip(west + back.astype(np.int64) - north_west, 0, 255).astype(np.uint64)
-                keys.append(np.stack([back | (west.astype(np.uint64) << np.uint64(8)) | record, predicted | _IMAGE_KEY], axis=1))
-            else:
-                back2 = self._back(2 * self.record).astype(np.uint64)
-                keys.append(np.stack([back | (left << np.uint64(8)) | record, back | (back2 << np.uint64(8)) | record], axis=1))
-        if self.config.count_indirect:
-            keys.append(np.stack([at | (table[at].astype(np.uint64) << bits) for table, at, bits in self._indirect(self.context)], axis=1))
-        return np.concatenate(keys, axis=1) + np.arange(1, self.hashed_channels + 1, dtype=np.uint64)
-
-    def _indirect(self, context: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray, np.uint64], ...]:
-        """Per indirect channel: its table, the last bytes of `context` (its slot in the table),
-        and their bit count; a key is those bytes with the two that followed them above."""
-        one, two = context & np.uint64(0xFF), context & np.uint64(0xFFFF)
-        return (self.followed_one, one, np.uint64(8)), (self.followed_two, two, np.uint64(16))
-
-    def _recall(self, pointers: np.ndarray, newest: int) -> tuple[np.ndarray, np.ndarray]:
-        """(readable, token) for each pointer: readable if it points at one of the positions up
-        to `newest` that the ring still holds."""
-        stream, position = pointers >> _POSITION_BITS, pointers & ((np.int64(1) << _POSITION_BITS) - 1)
-        size = self.recent.shape[1]
-        readable = (pointers >= 0) & (position <= newest) & (position > newest - size)
-        return readable, self.recent[np.where(readable, stream, 0), np.where(readable, position % size, 0)]
-
-    def _above(self) -> np.ndarray:
-        """Each stream's byte above the current position, or 256 where the previous line is
-        shorter (or gone from the ring, or there is none)."""
-        above = self.above_start + (self.time - self.line_start)
-        streams = np.arange(len(above), dtype=np.int64) << _POSITION_BITS
-        pointers = np.where((self.above_start >= 0) & (above < self.line_start), streams | above, -1)
-        readable, token = self._recall(pointers, self.time - 1)
-        return np.where(readable, token.astype(np.int64), 256)
-
-    def _back(self, distance: np.ndarray) -> np.ndarray:
-        """Each stream's byte `distance` positions back (distance >= 1), or 0 where there is none."""
-        streams = np.arange(len(distance), dtype=np.int64) << _POSITION_BITS
-        position = self.time - distance
-        readable, token = self._recall(np.where((distance > 0) & (position >= 0), streams | position, -1), self.time - 1)
-        return np.where(readable, token, 0)
-
-    def _match_counts(self) -> np.ndarray:
-        found = np.zeros((len(self.match_at), self.config.vocab_size), np.uint16)
-        readable, predicted = self._recall(self.match_at, self.time - 1)
-        streams = np.flatnonzero(readable)
-        found[streams, predicted[readable]] = 1 + self.match_run[readable]
-        return found[:, None]
+        c = config
+        kinds = [c.count_orders, c.count_sparse, c.count_words, c.count_columns, c.count_records, c.count_indirect, c.count_shape]
+        rules = [c.count_decay, c.count_limit, self._record_channels.start, 64 - c.count_rows_log2]
+        self._options = np.array([*kinds, c.count_order0, c.count_nest, c.match_model, *rules], np.int64)
 
     def lookup(self) -> Found:
         """The counts for every stream's contexts at the current position."""
-        above = self._above() if self.config.count_columns else None
-        keys = self._keys(above)
-        rows = self._row_base + ((keys * _ROW_HASH) >> self.shifts).astype(np.int64)
-        check = ((keys * _CHECK_HASH) >> np.uint64(32)).astype(np.uint32)
-        found = self.counts[rows].astype(np.uint16, copy=False)  # the model takes uint16
-        found[self.checks[rows] != check] = 0
-        if self.config.count_records:  # no record length yet: nothing to predict from, rather than a second order 1
-            found[self.record == 0, self._record_channels] = 0
-        if self.config.match_model:
-            found = np.concatenate([found, self._match_counts()], axis=1)
+        streams = len(self.context)
+        found = np.empty((streams, self.config.count_channels, self.config.vocab_size), np.uint16)
+        rows = np.empty((streams, self.hashed_channels), np.int64)
+        check = np.empty((streams, self.hashed_channels), np.uint32)
+        above = np.empty(streams, np.int64)
+        _lookup(self._options, self.time, self._tables(), self._row_base, self._shifts, found, rows, check, above)
         return Found(found, rows, check, above)
 
     def update(self, found: Found, active: np.ndarray, tokens: np.ndarray) -> None:
         """Count `tokens` (one per active stream) in the contexts `found` at this position, and move on."""
-        self._count(found.rows[active], found.check[active], tokens)
-        symbols = tokens.astype(np.uint64)
-        if self.config.count_words:
-            in_word = _is_word_byte(tokens)
-            # A UTF-8 character of 3 or 4 bytes starting after another multi-byte one also ends
-            # the word: CJK text has no spaces, so its words would run to the next punctuation;
-            # so they are its characters (a Latin-1 letter after an ASCII one is not such a start).
-            last = self.context[active] & np.uint64(0xFF)
-            starts = (tokens >= 0xE0) & (last >= 0x80) & (last < 0xC0)
-            ended = (~in_word | starts) & (self.word[active] != 0)
-            shifted = np.stack([self.word[active], self.previous_words[active, 0]], axis=1)
-            self.previous_words[active] = np.where(ended[:, None], shifted, self.previous_words[active])
-            word = np.where(starts, np.uint64(0), self.word[active])
-            self.word[active] = np.where(in_word, word * _WORD_HASH + (symbols | np.uint64(0x20)), 0)
-        if found.above is not None:
-            self._follow_lines(active, tokens, found.above)
-        if self.config.count_records:
-            self._follow_records(active, tokens)
-        if self.config.count_indirect:
-            for table, at, _ in self._indirect(self.context[active]):
-                table[at] = (table[at] << np.uint16(8)) | tokens.astype(np.uint16)  # two streams in one context: the last wins
-        self.context[active] = (self.context[active] << np.uint64(8)) | symbols
-        if self.config.match_model or self.config.count_columns or self.config.count_records:  # they read the ring
-            self.recent[np.flatnonzero(active), self.time % self.recent.shape[1]] = tokens
-        if self.config.match_model:
-            self._follow_matches(active, tokens)
+        streams = np.flatnonzero(active).astype(np.int64)
+        tokens = np.asarray(tokens, np.int64)
+        _update(self._options, self.time, self._tables(), self._decays, found.rows, found.check, found.above, streams, tokens)
         if self.config.count_records and self.time < _IMAGE_HEADER_BYTES and not self.pixel[0]:
             row, pixel = image_layout(self.recent[0, : self.time + 1].tobytes())
             if row:
                 self.record[:], self.pixel[:] = row, pixel
         self.time += 1
 
-    def _follow_lines(self, active: np.ndarray, tokens: np.ndarray, above: np.ndarray) -> None:
-        streams = np.flatnonzero(active)
-        self.same_line[streams] &= above[streams] == tokens
-        ended = streams[tokens == ord("\n")]
-        self.above_start[ended] = self.line_start[ended]
-        self.line_start[ended] = self.time + 1
-        self.same_line[ended] = True
+    def _tables(self) -> tuple:
+        return (
+            self.counts, self.checks, self.context, self.word, self.previous_words, self.recent, self.match_table, self.match_at,
+            self.match_run, self.line_start, self.above_start, self.same_line, self.last_seen, self.last_gaps, self.record_guess,
+            self.record_votes, self.record, self.followed, self.shape, self.pixel, self.nest, self.depth, self.followed_one,
+        )  # fmt: skip
 
-    def _count(self, rows: np.ndarray, check: np.ndarray, tokens: np.ndarray) -> None:
-        """rows, check: (active streams, channels) flat row indices and their context checks."""
-        vocab = self.config.vocab_size
-        tokens = np.broadcast_to(tokens[:, None], rows.shape)
-        decays = np.broadcast_to(self._decays, rows.shape)
-        stale = self.checks[rows] != check
-        if stale.any():  # a row taken over by another context starts from zero
-            self.counts[rows[stale]] = 0
-            self.checks[rows[stale]] = check[stale]
-            mine = self.checks[rows] == check  # two streams may claim one row in a step: the last wins
-        else:
-            mine = np.ones(rows.shape, bool)
-        rows, tokens, decays = rows[mine], tokens[mine], decays[mine]
-        if self.config.count_decay:
-            self._decay(rows[decays], tokens[decays])
-        cells = rows * vocab + tokens
-        full = self._flat_counts[cells] >= self.config.count_limit
-        if full.any():
-            self.counts[rows[full]] >>= 1
-        np.add.at(self._flat_counts, cells, 1)
+    def _above(self) -> np.ndarray:
+        """Each stream's byte above the current position (256 where there is none)."""
+        return np.array([_above(self._tables(), self.time, b) for b in range(len(self.context))])
 
-    def _decay(self, rows: np.ndarray, tokens: np.ndarray) -> None:
-        """Pull every count above count_decay in `rows`, except the token's, halfway down to it."""
-        found = self.counts[rows].astype(np.uint32)  # room for count + count_decay
-        keep = found <= self.config.count_decay
-        keep[np.arange(len(rows)), tokens] = True
-        self.counts[rows] = np.where(keep, found, (found + self.config.count_decay) >> 1)
+    def _back(self, distance: np.ndarray) -> np.ndarray:
+        """Each stream's byte `distance` positions back (distance >= 1), or 0 where there is none."""
+        return np.array([_back(self.recent, self.time, b, int(d)) for b, d in enumerate(distance)])
 
-    def _follow_records(self, active: np.ndarray, tokens: np.ndarray) -> None:
-        streams = np.flatnonzero(active)
-        seen = self.last_seen[streams, tokens]
-        gap = np.where(seen >= 0, self.time - seen, 0)
-        gaps = self.last_gaps[streams, tokens]
-        repeats = (gap > 1) & np.all(gaps == gap[:, None], axis=1)
-        self.last_gaps[streams, tokens] = np.concatenate([gap[:, None], gaps[:, :-1]], axis=1)
-        self.last_seen[streams, tokens] = self.time
-        voters, gap = streams[repeats], gap[repeats]
-        agrees = gap == self.record_guess[voters]
-        votes = self.record_votes[voters] + np.where(agrees, 1, -1)
-        self.record_guess[voters] = np.where(votes < 0, gap, self.record_guess[voters])
-        self.record_votes[voters] = np.maximum(votes, 0)
-        won = voters[(self.record_votes[voters] >= _RECORD_VOTES) & (self.pixel[voters] == 0)]
-        self.record[won] = self.record_guess[won]
 
-    def _follow_matches(self, active: np.ndarray, tokens: np.ndarray) -> None:
-        streams = np.flatnonzero(active)
-        at = self.match_at[streams]
-        readable, predicted = self._recall(at, self.time)
-        right = readable & (predicted == tokens)
-        self.match_run[streams] = np.where(right, np.minimum(self.match_run[streams] + 1, _MATCH_MAX_RUN), 0)
-        slots = ((self.context[streams] * _ROW_HASH) >> self.match_shift).astype(np.int64)
-        # A right prediction moves on; otherwise look for an earlier occurrence of the new context.
-        self.match_at[streams] = np.where(right, at + 1, self.match_table[slots])
-        self.match_table[slots] = (streams.astype(np.int64) << _POSITION_BITS) | (self.time + 1)
+# --- the kernels: compiled by Numba, one call per position for all streams ----------------------
+# Every value is an explicit int64 or uint64 (Numba would turn a mix of the two into a float).
+
+_U8, _U16, _U24 = np.uint64(8), np.uint64(16), np.uint64(24)
+_BYTE, _PAIR = np.uint64(0xFF), np.uint64(0xFFFF)
+_POSITIONS = (1 << 40) - 1
+
+
+@numba.njit(cache=True)
+def _recall(recent: np.ndarray, pointer: int, newest: int) -> tuple[bool, int]:
+    """(readable, token) at a pointer (stream << 40 | position): readable if it points at one of
+    the positions up to `newest` that the ring still holds."""
+    position = pointer & _POSITIONS
+    if pointer < 0 or position > newest or position <= newest - recent.shape[1]:
+        return False, 0
+    return True, np.int64(recent[pointer >> 40, position % recent.shape[1]])
+
+
+@numba.njit(cache=True)
+def _back(recent: np.ndarray, time: int, stream: int, distance: int) -> int:
+    """The stream's byte `distance` positions back (distance >= 1), or 0 where there is none."""
+    position = time - distance
+    if distance <= 0 or position < 0:
+        return 0
+    return _recall(recent, (stream << 40) | position, time - 1)[1]
+
+
+@numba.njit(cache=True)
+def _above(tables: tuple, time: int, stream: int) -> int:
+    """The stream's byte above the current position (same column of the previous line), or 256
+    where the previous line is shorter (or gone from the ring, or there is none)."""
+    recent, line_start, above_start = tables[5], tables[9], tables[10]
+    above = above_start[stream] + (time - line_start[stream])
+    if above_start[stream] < 0 or above >= line_start[stream]:
+        return 256
+    readable, token = _recall(recent, (stream << 40) | above, time - 1)
+    return token if readable else 256
+
+
+@numba.njit(cache=True)
+def _lookup(options, time, tables, row_base, shifts, found, rows, check, above):
+    orders, sparse, n_words, columns, records, indirect, shape_on, order0, nesting, match, _, _, record_first, _ = options
+    counts, checks, context, word, previous_words, recent = tables[:6]
+    match_at, match_run, line_start, same_line, record, followed, shape, pixel = (
+        tables[7],
+        tables[8],
+        tables[9],
+        tables[11],
+        tables[16],
+        tables[17],
+        tables[18],
+        tables[19],
+    )
+    hashed = rows.shape[1]
+    keys = np.empty(hashed, np.uint64)
+    for b in range(len(context)):
+        ctx = context[b]
+        left = ctx & _BYTE
+        h = 0
+        for k in range(1, orders + 1):
+            keys[h] = ctx & ((np.uint64(1) << np.uint64(8 * k)) - np.uint64(1))
+            h += 1
+        if sparse:  # skip the last byte: the 2nd last; the 2nd and 3rd last
+            keys[h], keys[h + 1] = (ctx >> _U8) & _BYTE, (ctx >> _U8) & _PAIR
+            h += 2
+        if n_words:
+            w = word[b]
+            keys[h] = w
+            for i in range(n_words):
+                w = w * _WORD_HASH + previous_words[b, i]
+                keys[h + 1 + i] = w
+            h += n_words + 1
+        above[b] = 256
+        if columns:
+            above[b] = _above(tables, time, b)
+            column = np.uint64(min(time - line_start[b], 255))
+            keys[h] = np.uint64(above[b]) | (left << np.uint64(9)) | (np.uint64(same_line[b]) << np.uint64(17))
+            keys[h + 1] = np.uint64(above[b]) | (column << np.uint64(9))
+            h += 2
+        if records:
+            back = np.uint64(_back(recent, time, b, record[b]))
+            length = np.uint64(min(record[b], 1 << 20)) << _U24
+            if pixel[0]:  # an image (all streams at once): N with W, and W + N - NW
+                west = _back(recent, time, b, pixel[b])
+                north_west = _back(recent, time, b, record[b] + pixel[b])
+                predicted = np.uint64(min(max(west + np.int64(back) - north_west, 0), 255))
+                keys[h], keys[h + 1] = back | (np.uint64(west) << _U8) | length, predicted | _IMAGE_KEY
+            else:
+                back2 = np.uint64(_back(recent, time, b, 2 * record[b]))
+                keys[h], keys[h + 1] = back | (left << _U8) | length, back | (back2 << _U8) | length
+            h += 2
+        if indirect:
+            at = ctx & _PAIR
+            keys[h] = at | (np.uint64(followed[at]) << _U16)
+            h += 1
+        if indirect > 1:
+            keys[h] = left | (np.uint64(tables[22][left]) << _U8)
+            h += 1
+        if shape_on:
+            keys[h] = shape[b] | (left << _U24)
+            h += 1
+        if order0:
+            keys[h] = np.uint64(0)
+            h += 1
+        if nesting:
+            depth = np.uint64(min(tables[21][b], 15))
+            keys[h] = (tables[20][b] & np.uint64(0x3F)) | (depth << np.uint64(6)) | (left << np.uint64(10))
+        for h in range(hashed):
+            key = keys[h] + np.uint64(h + 1)  # equal keys of different channels differ
+            row = row_base[h] + np.int64((key * _ROW_HASH) >> shifts[h])
+            rows[b, h], check[b, h] = row, np.uint32((key * _CHECK_HASH) >> np.uint64(32))
+            # No record length yet: nothing to predict from, rather than a second order 1.
+            silent = records and record_first <= h < record_first + 2 and record[b] == 0
+            if checks[row] == check[b, h] and not silent:
+                found[b, h, :] = counts[row, :]
+            else:
+                found[b, h, :] = 0
+        if match:
+            found[b, hashed, :] = 0
+            readable, predicted = _recall(recent, match_at[b], time - 1)
+            if readable:
+                found[b, hashed, predicted] = 1 + match_run[b]
+
+
+@numba.njit(cache=True)
+def _update(options, time, tables, decays, rows, check, above, streams, tokens):
+    _, _, n_words, columns, records, indirect, shape_on, _, nesting, match, decay, limit, record_first, match_shift = options
+    counts, checks, context, word, previous_words, recent, match_table, match_at, match_run = tables[:9]
+    line_start, above_start, same_line = tables[9], tables[10], tables[11]
+    followed, shape = tables[17], tables[18]
+    for i in range(len(streams)):
+        b, token = streams[i], tokens[i]
+        for h in range(rows.shape[1]):
+            if records and record_first <= h < record_first + 2 and tables[16][b] == 0:
+                continue  # silent: see _lookup
+            row = rows[b, h]
+            if checks[row] != check[b, h]:  # a row taken over by another context starts from zero
+                counts[row, :] = 0
+                checks[row] = check[b, h]
+            if decay and decays[h]:  # pull the other counts above `decay` halfway down to it
+                for v in range(counts.shape[1]):
+                    if v != token and counts[row, v] > decay:
+                        counts[row, v] = (counts[row, v] + decay) >> 1
+            if counts[row, token] >= limit:
+                for v in range(counts.shape[1]):
+                    counts[row, v] >>= 1
+            counts[row, token] += 1
+        symbol = np.uint64(token)
+        if n_words:
+            last = context[b] & _BYTE
+            in_word = (ord("a") <= (token | 0x20) <= ord("z")) or token >= 128
+            # A UTF-8 character of 3 or 4 bytes starting after another multi-byte one also ends
+            # the word: CJK text has no spaces, so its words would run to the next punctuation;
+            # so they are its characters (a Latin-1 letter after an ASCII one is not such a start).
+            starts = token >= 0xE0 and np.uint64(0x80) <= last < np.uint64(0xC0)
+            if (not in_word or starts) and word[b] != 0:
+                previous_words[b, 1], previous_words[b, 0] = previous_words[b, 0], word[b]
+            w = np.uint64(0) if starts else word[b]
+            word[b] = w * _WORD_HASH + (symbol | np.uint64(0x20)) if in_word else np.uint64(0)
+        if columns:
+            same_line[b] = same_line[b] and above[b] == token
+            if token == ord("\n"):
+                above_start[b], line_start[b], same_line[b] = line_start[b], time + 1, True
+        if records:
+            _follow_records(tables, time, b, token)
+        if indirect:
+            at = context[b] & _PAIR
+            followed[at] = (followed[at] << np.uint16(8)) | np.uint16(token)
+        if indirect > 1:
+            one = context[b] & _BYTE
+            tables[22][one] = (tables[22][one] << np.uint16(8)) | np.uint16(token)
+        if nesting:
+            _follow_nesting(tables, b, token)
+        context[b] = (context[b] << _U8) | symbol
+        if shape_on:
+            shape[b] = ((shape[b] << np.uint64(3)) | _BYTE_CLASS[token]) & np.uint64(0xFFFFFF)
+        recent[b, time % recent.shape[1]] = token
+    if match:  # after every stream's ring holds this position
+        for i in range(len(streams)):
+            b, token = streams[i], tokens[i]
+            at = match_at[b]
+            readable, predicted = _recall(recent, at, time)
+            right = readable and predicted == token
+            match_run[b] = min(match_run[b] + 1, _MATCH_MAX_RUN) if right else 0
+            # A right prediction moves on; otherwise look for an earlier occurrence of the new context.
+            slot = np.int64((context[b] * _ROW_HASH) >> np.uint64(match_shift))
+            match_at[b] = at + 1 if right else match_table[slot]
+            match_table[slot] = (b << 40) | (time + 1)
+
+
+@numba.njit(cache=True)
+def _follow_records(tables, time, b, token):
+    """paq8px's record detection: a byte value seen at equal distances _RECORD_GAPS times running
+    votes for that distance; one that leads by _RECORD_VOTES becomes the record length."""
+    last_seen, last_gaps, guess, votes, record, pixel = tables[12], tables[13], tables[14], tables[15], tables[16], tables[19]
+    seen = last_seen[b, token]
+    gap = time - seen if seen >= 0 else 0
+    repeats = gap > 1
+    for j in range(_RECORD_GAPS):
+        repeats = repeats and last_gaps[b, token, j] == gap
+    for j in range(_RECORD_GAPS - 1, 0, -1):
+        last_gaps[b, token, j] = last_gaps[b, token, j - 1]
+    last_gaps[b, token, 0] = gap
+    last_seen[b, token] = time
+    if repeats:
+        lead = votes[b] + (1 if gap == guess[b] else -1)
+        if lead < 0:
+            guess[b] = gap
+        votes[b] = max(lead, 0)
+        if votes[b] >= _RECORD_VOTES and pixel[b] == 0:
+            record[b] = guess[b]
+
+
+@numba.njit(cache=True)
+def _follow_nesting(tables, b, token):
+    """Open and close brackets ((, [, {, <) and quotes (", '): inside a quote only its own quote
+    counts, so brackets in strings do not unbalance the code around them."""
+    nest, depth = tables[20], tables[21]
+    top = nest[b] & np.uint64(7)
+    opens, closes = _OPENS[token], _CLOSES[token]
+    if top >= _QUOTES:  # inside a string
+        pop, push = opens == top, False
+    else:
+        pop, push = closes != 0 and closes == top, opens != 0
+    if pop and depth[b] > 0:
+        nest[b], depth[b] = nest[b] >> np.uint64(3), depth[b] - 1
+    elif push:
+        nest[b], depth[b] = (nest[b] << np.uint64(3)) | opens, depth[b] + 1

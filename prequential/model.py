@@ -198,7 +198,7 @@ class Transformer(nn.Module):
         self.ln_out = LayerNorm(ops)
         self.head = Dense(c.vocab_size, ops, kernel_init=_constant(0.0))  # uniform at start
         if c.count_channels:
-            max_count = c.count_limit + c.streams + 1
+            max_count = c.count_limit + 1
             self.mixer = CountMixer(
                 c.count_channels, c.count_alpha, c.count_weight, max_count, c.count_states, c.count_state_rate, ops, c.count_select
             )

@@ -18,17 +18,17 @@ def feed(counts: ContextCounts, text: bytes, streams: int = 1) -> np.ndarray:
     return counts.lookup().counts
 
 
-@pytest.mark.parametrize(("streams", "dtype"), [(4, np.uint8), (8, np.uint8), (9, np.uint16), (64, np.uint16)])
-def test_counts_use_bytes_when_they_fit_and_never_wrap(streams, dtype):
-    config = TINY.replace(count_limit=248)
+@pytest.mark.parametrize(("streams", "limit", "dtype"), [(4, 248, np.uint8), (64, 255, np.uint8), (64, 256, np.uint16)])
+def test_counts_use_bytes_when_they_fit_and_never_wrap(streams, limit, dtype):
+    config = TINY.replace(count_limit=limit)
     counts = ContextCounts(config, streams)
     assert counts.counts.dtype == dtype
-    # Every stream counts "a" after "a" in the same row each step: `streams` additions at once.
+    # Every stream counts "a" after "a" in the same row each step, one stream after the other.
     found = feed(counts, b"a" * 300, streams)
     expected = 0
-    for _ in range(299):  # the first "a" has no "a" before it
-        expected = (expected >> 1 if expected >= config.count_limit else expected) + streams
-    assert found[0, 0, ord("a")] == expected
+    for _ in range(299 * streams):  # the first "a" has no "a" before it
+        expected = (expected >> 1 if expected >= config.count_limit else expected) + 1
+    assert found[0, 0, ord("a")] == expected <= limit
 
 
 def test_long_contexts_decay_and_short_ones_do_not():
@@ -97,21 +97,37 @@ def test_record_length_is_detected_from_repeating_distances():
     assert unrelated.record[0] != 24
 
 
-def test_indirect_contexts_key_on_the_two_bytes_that_last_followed_the_context():
-    config = TINY.replace(**NO_COUNTS).replace(count_orders=1, count_indirect=1)
-    assert config.count_channels == 1 + 2
+def test_the_indirect_context_keys_on_the_two_bytes_that_last_followed_the_last_two():
+    config = TINY.replace(**NO_COUNTS).replace(count_orders=2, count_indirect=1)
+    assert config.count_channels == 2 + 1
     counts = ContextCounts(config, 1)
-    # After "a" came b, c, b, c: now "a" was last followed by c, and before that by b. The last
-    # time that was so (the third "a") a "b" followed; order 1 saw both twice.
+    # "xa" was followed by b, c, b, c: now it was last followed by c, and before that by b. The
+    # last time that was so (the third "xa") a "b" followed; order 2 saw both twice.
     found = feed(counts, b"xab.xac.xab.xac.xa")
-    assert counts.followed_one[ord("a")] == ord("b") << 8 | ord("c")
-    assert (found[0, 0, ord("b")], found[0, 0, ord("c")]) == (2, 2)
-    assert (found[0, 1, ord("b")], found[0, 1, ord("c")]) == (1, 0)
-    # "xa" was followed by b, c, b, c too, and "b." by x, x; "a." never occurred.
-    assert counts.followed_two[ord("x") << 8 | ord("a")] == ord("b") << 8 | ord("c")
+    assert counts.followed[ord("x") << 8 | ord("a")] == ord("b") << 8 | ord("c")
+    assert (found[0, 1, ord("b")], found[0, 1, ord("c")]) == (2, 2)
     assert (found[0, 2, ord("b")], found[0, 2, ord("c")]) == (1, 0)
-    assert counts.followed_two[ord("b") << 8 | ord(".")] == ord("x") << 8 | ord("x")
-    assert counts.followed_two[ord("a") << 8 | ord(".")] == 0
+    # "b." was followed by x, x; "a." never occurred.
+    assert counts.followed[ord("b") << 8 | ord(".")] == ord("x") << 8 | ord("x")
+    assert counts.followed[ord("a") << 8 | ord(".")] == 0
+
+
+def test_without_a_record_length_only_the_record_channels_are_silent():
+    # Every kind of hashed channel, each after the record ones: prose has no record length, so
+    # the two record channels give no counts and every other channel has seen its context.
+    config = TINY.replace(count_indirect=1, count_shape=1)
+    counts = ContextCounts(config, 1)
+    seen = np.zeros(config.count_channels, bool)  # whether a channel gave counts at some position
+    for token in b"the cat sat on the mat;\nthe cat sat on the hat;\nthe cat sat on the ":
+        found = counts.lookup()
+        seen |= found.counts[0].sum(-1) > 0
+        counts.update(found, np.ones(1, bool), np.full(1, token))
+    assert counts.record[0] == 0
+    # Channels in the order of counts.py's list: byte orders, sparse, words, columns, records, ...
+    first = config.count_orders + 2 * config.count_sparse + config.word_channels + 2 * config.count_columns
+    records = np.zeros(config.count_channels, bool)
+    records[first : first + 2] = True
+    assert not seen[records].any() and seen[~records].all()
 
 
 def test_indirect_contexts_and_mixer_selection_round_trip():
@@ -167,6 +183,36 @@ def test_an_image_header_sets_the_row_length_of_every_stream_and_the_gradient_co
 def test_an_image_round_trips():
     image = gradient_image(45, 30)
     assert prequential.decompress(prequential.compress(image, TINY)) == image
+
+
+def test_the_shape_context_generalizes_over_letters_and_digits():
+    config = TINY.replace(**NO_COUNTS).replace(count_orders=3, count_shape=1)
+    counts = ContextCounts(config, 1)
+    # "d4=" never occurred, but the shape of its last 8 bytes "c3=9;d4=" (letter, digit, "=",
+    # digit, ";", letter, digit, "=") did twice, followed by 7 and 9.
+    found = feed(counts, b"a1=5;b2=7;c3=9;d4=")
+    assert found[0, 2].sum() == 0  # order 3
+    assert (found[0, 3, ord("7")], found[0, 3, ord("9")], found[0, 3].sum()) == (1, 1, 2)
+    classes = [4, 3, 6, 3, 6, 4, 3, 6]  # 3 bits each, the newest lowest
+    assert counts.shape[0] == sum(c << (3 * i) for i, c in enumerate(reversed(classes)))
+
+
+def test_the_empty_context_counts_every_byte():
+    config = TINY.replace(**NO_COUNTS).replace(count_order0=1)
+    found = feed(ContextCounts(config, 2), b"abracadabra", streams=2)
+    assert [found[0, 0, ord(c)] for c in "abrcd"] == [10, 4, 4, 2, 2]  # both streams counted
+
+
+def test_the_nesting_context_follows_brackets_and_ignores_them_in_strings():
+    config = TINY.replace(**NO_COUNTS).replace(count_nest=1)
+    counts = ContextCounts(config, 1)
+    feed(counts, b'f(a[1], "x(')
+    assert (oct(counts.nest[0]), counts.depth[0]) == ("0o15", 2)  # "(" then a string; its "(" opens nothing
+    feed(counts, b'") {')
+    assert (oct(counts.nest[0]), counts.depth[0]) == ("0o3", 1)  # the string and the call closed, a brace open
+    # The same key after "{" twice: the second time, what followed the first is counted there.
+    found = feed(counts, b"x} {")
+    assert found[0, 0, ord("x")] == 1
 
 
 def test_cjk_characters_are_words_and_latin1_letters_are_not_split():

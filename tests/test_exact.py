@@ -364,7 +364,9 @@ def test_measure_equals_compress_bit_for_bit(config):
     measured = prequential.measure(data, config, baselines=False)
     report = api.encode(data, io.BytesIO(), config)
     assert measured.data_bits == report.ideal_bits
-    assert 0 <= report.overhead_bits <= 64  # the range coder's output is that sum, plus its flush (one block)
+    # The range coder's output is that sum plus its flush (one block), up to its own rounding of
+    # the weights, which can make a particular text a fraction of a bit cheaper (test_estimators).
+    assert -1e-3 * report.ideal_bits <= report.overhead_bits <= 64
 
 
 def test_a_decoder_that_scores_other_weights_is_stopped_at_once(monkeypatch):

@@ -16,7 +16,8 @@ def made(tmp_path_factory):
     folder = tmp_path_factory.mktemp("portable")
     (folder / "in").write_bytes(DATA)
     # tiny with every kind of count channel and the mixer's selection, as the default has them
-    (folder / "config.toml").write_text('preset = "tiny"\ncount_indirect = 1\ncount_select = 1\n')
+    channels = "count_indirect = 2\ncount_shape = 1\ncount_order0 = 1\ncount_nest = 1\ncount_select = 1\n"
+    (folder / "config.toml").write_text('preset = "tiny"\n' + channels)
     done = run_cli("compress", "-q", "-k", "--config", "config.toml", "--threads", THREADS, "in", cwd=folder)
     assert done.returncode == 0, done.stderr.decode()
     return folder / "in.pq"
