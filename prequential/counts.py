@@ -125,6 +125,34 @@ class Found(NamedTuple):
     above: np.ndarray  # (streams,) the byte above each position (count_columns), for update
 
 
+class Tables(NamedTuple):
+    """The state the kernels read and write, by name (Numba compiles attribute access on it)."""
+
+    counts: np.ndarray
+    checks: np.ndarray
+    context: np.ndarray
+    word: np.ndarray
+    previous_words: np.ndarray
+    recent: np.ndarray
+    match_table: np.ndarray
+    match_at: np.ndarray
+    match_run: np.ndarray
+    line_start: np.ndarray
+    above_start: np.ndarray
+    same_line: np.ndarray
+    last_seen: np.ndarray
+    last_gaps: np.ndarray
+    record_guess: np.ndarray
+    record_votes: np.ndarray
+    record: np.ndarray
+    followed: np.ndarray
+    followed_one: np.ndarray
+    shape: np.ndarray
+    nest: np.ndarray
+    depth: np.ndarray
+    pixel: np.ndarray
+
+
 class ContextCounts:
     def __init__(self, config: Config, streams: int) -> None:
         self.config = config
@@ -203,12 +231,8 @@ class ContextCounts:
                 self.record[:], self.pixel[:] = row, pixel
         self.time += 1
 
-    def _tables(self) -> tuple:
-        return (
-            self.counts, self.checks, self.context, self.word, self.previous_words, self.recent, self.match_table, self.match_at,
-            self.match_run, self.line_start, self.above_start, self.same_line, self.last_seen, self.last_gaps, self.record_guess,
-            self.record_votes, self.record, self.followed, self.shape, self.pixel, self.nest, self.depth, self.followed_one,
-        )  # fmt: skip
+    def _tables(self) -> Tables:
+        return Tables(*(getattr(self, name) for name in Tables._fields))
 
     def _above(self) -> np.ndarray:
         """Each stream's byte above the current position (256 where there is none)."""
@@ -250,28 +274,18 @@ def _back(recent: np.ndarray, time: int, stream: int, distance: int) -> int:
 def _above(tables: tuple, time: int, stream: int) -> int:
     """The stream's byte above the current position (same column of the previous line), or 256
     where the previous line is shorter (or gone from the ring, or there is none)."""
-    recent, line_start, above_start = tables[5], tables[9], tables[10]
-    above = above_start[stream] + (time - line_start[stream])
-    if above_start[stream] < 0 or above >= line_start[stream]:
+    above = tables.above_start[stream] + (time - tables.line_start[stream])
+    if tables.above_start[stream] < 0 or above >= tables.line_start[stream]:
         return 256
-    readable, token = _recall(recent, (stream << 40) | above, time - 1)
+    readable, token = _recall(tables.recent, (stream << 40) | above, time - 1)
     return token if readable else 256
 
 
 @numba.njit(cache=True)
 def _lookup(options, time, tables, row_base, shifts, found, rows, check, above):
     orders, sparse, n_words, columns, records, indirect, shape_on, order0, nesting, match, _, _, record_first, _ = options
-    counts, checks, context, word, previous_words, recent = tables[:6]
-    match_at, match_run, line_start, same_line, record, followed, shape, pixel = (
-        tables[7],
-        tables[8],
-        tables[9],
-        tables[11],
-        tables[16],
-        tables[17],
-        tables[18],
-        tables[19],
-    )
+    counts, checks, context, recent = tables.counts, tables.checks, tables.context, tables.recent
+    record, pixel = tables.record, tables.pixel
     hashed = rows.shape[1]
     keys = np.empty(hashed, np.uint64)
     for b in range(len(context)):
@@ -285,17 +299,17 @@ def _lookup(options, time, tables, row_base, shifts, found, rows, check, above):
             keys[h], keys[h + 1] = (ctx >> _U8) & _BYTE, (ctx >> _U8) & _PAIR
             h += 2
         if n_words:
-            w = word[b]
+            w = tables.word[b]
             keys[h] = w
             for i in range(n_words):
-                w = w * _WORD_HASH + previous_words[b, i]
+                w = w * _WORD_HASH + tables.previous_words[b, i]
                 keys[h + 1 + i] = w
             h += n_words + 1
         above[b] = 256
         if columns:
             above[b] = _above(tables, time, b)
-            column = np.uint64(min(time - line_start[b], 255))
-            keys[h] = np.uint64(above[b]) | (left << np.uint64(9)) | (np.uint64(same_line[b]) << np.uint64(17))
+            column = np.uint64(min(time - tables.line_start[b], 255))
+            keys[h] = np.uint64(above[b]) | (left << np.uint64(9)) | (np.uint64(tables.same_line[b]) << np.uint64(17))
             keys[h + 1] = np.uint64(above[b]) | (column << np.uint64(9))
             h += 2
         if records:
@@ -312,20 +326,20 @@ def _lookup(options, time, tables, row_base, shifts, found, rows, check, above):
             h += 2
         if indirect:
             at = ctx & _PAIR
-            keys[h] = at | (np.uint64(followed[at]) << _U16)
+            keys[h] = at | (np.uint64(tables.followed[at]) << _U16)
             h += 1
         if indirect > 1:
-            keys[h] = left | (np.uint64(tables[22][left]) << _U8)
+            keys[h] = left | (np.uint64(tables.followed_one[left]) << _U8)
             h += 1
         if shape_on:
-            keys[h] = shape[b] | (left << _U24)
+            keys[h] = tables.shape[b] | (left << _U24)
             h += 1
         if order0:
             keys[h] = np.uint64(0)
             h += 1
         if nesting:
-            depth = np.uint64(min(tables[21][b], 15))
-            keys[h] = (tables[20][b] & np.uint64(0x3F)) | (depth << np.uint64(6)) | (left << np.uint64(10))
+            depth = np.uint64(min(tables.depth[b], 15))
+            keys[h] = (tables.nest[b] & np.uint64(0x3F)) | (depth << np.uint64(6)) | (left << np.uint64(10))
         for h in range(hashed):
             key = keys[h] + np.uint64(h + 1)  # equal keys of different channels differ
             row = row_base[h] + np.int64((key * _ROW_HASH) >> shifts[h])
@@ -338,21 +352,21 @@ def _lookup(options, time, tables, row_base, shifts, found, rows, check, above):
                 found[b, h, :] = 0
         if match:
             found[b, hashed, :] = 0
-            readable, predicted = _recall(recent, match_at[b], time - 1)
+            readable, predicted = _recall(recent, tables.match_at[b], time - 1)
             if readable:
-                found[b, hashed, predicted] = 1 + match_run[b]
+                found[b, hashed, predicted] = 1 + tables.match_run[b]
 
 
 @numba.njit(cache=True)
 def _update(options, time, tables, decays, rows, check, above, streams, tokens):
     _, _, n_words, columns, records, indirect, shape_on, _, nesting, match, decay, limit, record_first, match_shift = options
-    counts, checks, context, word, previous_words, recent, match_table, match_at, match_run = tables[:9]
-    line_start, above_start, same_line = tables[9], tables[10], tables[11]
-    followed, shape = tables[17], tables[18]
+    counts, checks, context, recent = tables.counts, tables.checks, tables.context, tables.recent
+    word, previous_words = tables.word, tables.previous_words
+    line_start, above_start, same_line = tables.line_start, tables.above_start, tables.same_line
     for i in range(len(streams)):
         b, token = streams[i], tokens[i]
         for h in range(rows.shape[1]):
-            if records and record_first <= h < record_first + 2 and tables[16][b] == 0:
+            if records and record_first <= h < record_first + 2 and tables.record[b] == 0:
                 continue  # silent: see _lookup
             row = rows[b, h]
             if checks[row] != check[b, h]:  # a row taken over by another context starts from zero
@@ -386,17 +400,18 @@ def _update(options, time, tables, decays, rows, check, above, streams, tokens):
             _follow_records(tables, time, b, token)
         if indirect:
             at = context[b] & _PAIR
-            followed[at] = (followed[at] << np.uint16(8)) | np.uint16(token)
+            tables.followed[at] = (tables.followed[at] << np.uint16(8)) | np.uint16(token)
         if indirect > 1:
             one = context[b] & _BYTE
-            tables[22][one] = (tables[22][one] << np.uint16(8)) | np.uint16(token)
+            tables.followed_one[one] = (tables.followed_one[one] << np.uint16(8)) | np.uint16(token)
         if nesting:
             _follow_nesting(tables, b, token)
         context[b] = (context[b] << _U8) | symbol
         if shape_on:
-            shape[b] = ((shape[b] << np.uint64(3)) | _BYTE_CLASS[token]) & np.uint64(0xFFFFFF)
+            tables.shape[b] = ((tables.shape[b] << np.uint64(3)) | _BYTE_CLASS[token]) & np.uint64(0xFFFFFF)
         recent[b, time % recent.shape[1]] = token
     if match:  # after every stream's ring holds this position
+        match_table, match_at, match_run = tables.match_table, tables.match_at, tables.match_run
         for i in range(len(streams)):
             b, token = streams[i], tokens[i]
             at = match_at[b]
@@ -413,7 +428,14 @@ def _update(options, time, tables, decays, rows, check, above, streams, tokens):
 def _follow_records(tables, time, b, token):
     """paq8px's record detection: a byte value seen at equal distances _RECORD_GAPS times running
     votes for that distance; one that leads by _RECORD_VOTES becomes the record length."""
-    last_seen, last_gaps, guess, votes, record, pixel = tables[12], tables[13], tables[14], tables[15], tables[16], tables[19]
+    last_seen, last_gaps, guess, votes, record, pixel = (
+        tables.last_seen,
+        tables.last_gaps,
+        tables.record_guess,
+        tables.record_votes,
+        tables.record,
+        tables.pixel,
+    )
     seen = last_seen[b, token]
     gap = time - seen if seen >= 0 else 0
     repeats = gap > 1
@@ -436,7 +458,7 @@ def _follow_records(tables, time, b, token):
 def _follow_nesting(tables, b, token):
     """Open and close brackets ((, [, {, <) and quotes (", '): inside a quote only its own quote
     counts, so brackets in strings do not unbalance the code around them."""
-    nest, depth = tables[20], tables[21]
+    nest, depth = tables.nest, tables.depth
     top = nest[b] & np.uint64(7)
     opens, closes = _OPENS[token], _CLOSES[token]
     if top >= _QUOTES:  # inside a string
