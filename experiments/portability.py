@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
+from importlib import metadata
 from pathlib import Path
 
 from common import CORPORA, DOCS, provenance
@@ -29,11 +31,13 @@ CORES = sorted(os.sched_getaffinity(0))
 ROOT = Path(__file__).resolve().parents[1]
 ARM = ROOT.parent / "shared" / "tools" / "aarch64-python"
 ISAS = ("SSE4_2", "AVX", "AVX2", "native")
+ARM_NUMBA = Path(__file__).resolve().parent / "out" / "aarch64-numba"  # git-ignored
 
 # Runs on both machines: the fingerprints, and a hash of every weight the coder would be given
 # (and the tokens), over a training pass on the first N bytes of alice29.txt.
 LEARNER_PROBE = """
-import hashlib, sys
+import hashlib, os, sys
+sys.path[:0] = [p for p in [os.environ.get("ARM_EXTRA_SITE")] if p]  # Numba for aarch64 (arm_site)
 import numpy as np
 from prequential.config import preset
 from prequential.learner import fingerprint, learner_for
@@ -108,6 +112,22 @@ def matrix(presets: list[str], data: bytes, tmp: Path) -> list[str]:
     return rows
 
 
+def arm_site(folder: Path) -> Path:
+    """Numba and llvmlite for aarch64, unpacked: the aarch64 tool installs only the learner's
+    pinned JAX stack, and the count models need Numba (the versions installed here)."""
+    site = folder / "site"
+    if not site.exists():
+        pins = [f"{name}=={metadata.version(name)}" for name in ("numba", "llvmlite")]
+        wheels = folder / "wheels"
+        tags = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64")
+        platforms = [arg for tag in tags for arg in ("--platform", tag)]
+        download = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--no-deps", "--python-version", "3.11"]
+        subprocess.run([*download, *platforms, "-d", str(wheels), *pins], check=True)
+        for wheel in wheels.glob("*.whl"):
+            zipfile.ZipFile(wheel).extractall(site)
+    return site
+
+
 def arm_cell(presets: list[str], n_bytes: int) -> str:
     path = str(CORPORA / "canterbury/alice29.txt")
     probe = ["-c", LEARNER_PROBE, ",".join(presets), path, str(n_bytes)]
@@ -115,7 +135,8 @@ def arm_cell(presets: list[str], n_bytes: int) -> str:
     if not ARM.exists():
         return f"aarch64: not measured ({ARM} is missing).\n"
     started = time.perf_counter()
-    arm = subprocess.run([str(ARM), *probe], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PROJECT": str(ROOT)})
+    env = {**os.environ, "PROJECT": str(ROOT), "ARM_EXTRA_SITE": str(arm_site(ARM_NUMBA))}
+    arm = subprocess.run([str(ARM), *probe], capture_output=True, text=True, cwd=ROOT, env=env)
     seconds = time.perf_counter() - started
     if arm.returncode or here.returncode:
         return f"aarch64: the probe failed: {(arm.stderr or here.stderr).strip().splitlines()[-1:]}\n"
@@ -125,8 +146,8 @@ def arm_cell(presets: list[str], n_bytes: int) -> str:
         other = theirs.split(" ", 2)[2]
         lines.append(f"| {name} {what} | `{value}` | `{other}` | {'yes' if value == other else '**NO**'} |\n")
     return (
-        f"The learner on an emulated 64-bit ARM CPU (QEMU user mode, the same pinned jax, jaxlib, flax, optax and numpy "
-        f"wheels for aarch64; {seconds:.0f} s): the fingerprints of {', '.join(presets)}, and a hash of every weight the "
+        f"The learner on an emulated 64-bit ARM CPU (QEMU user mode, the same pinned jax, jaxlib, flax, optax, numpy "
+        f"and numba wheels for aarch64; {seconds:.0f} s): the fingerprints of {', '.join(presets)}, and a hash of every weight the "
         f"coder is given (with the tokens and sync digests) over the training pass of `{presets[0]}` on the first "
         f"{n_bytes:,} bytes of alice29.txt, with its ideal code length in bits.\n\n" + "".join(lines)
     )
