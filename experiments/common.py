@@ -40,18 +40,6 @@ def corpus_files() -> tuple[list[Path], list[str]]:
     return files, problems
 
 
-def compile_round_trip(config: Any) -> float:
-    """Compile every function a compress and a decompress of `config` run (with a round trip of
-    4 KB), so that the timed runs after it measure coding, not compilation; its seconds."""
-    import prequential
-
-    sample = (CORPORA / "canterbury" / "alice29.txt").read_bytes()[:4000]
-    started = time.perf_counter()
-    if prequential.decompress(prequential.compress(sample, config)) != sample:
-        raise SystemExit("the warm-up round trip failed")
-    return time.perf_counter() - started
-
-
 def provenance(threads: int) -> str:
     libs = ", ".join(f"{k} {v}" for k, v in accounting.library_versions().items())
     return (
