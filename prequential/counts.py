@@ -65,7 +65,8 @@ _WORD_HASH = np.uint64(0x100000001B3)
 _MATCH_MAX_RUN = 15
 _RECORD_GAPS = 3  # a byte value seen at equal distances this many times running votes for that distance
 _RECORD_VOTES = 8  # the lead in votes that makes a distance the record length
-_POSITION_BITS = np.int64(40)  # a match pointer is stream << 40 | position
+_POSITION_BITS = 40  # a pointer into the ring of recent tokens is stream << 40 | position
+_POSITIONS = (1 << _POSITION_BITS) - 1
 _IMAGE_HEADER_BYTES = 64  # an image header must end within the first stream's first bytes
 _IMAGE_KEY = np.uint64(1) << np.uint64(60)  # sets a gradient prediction's key apart from a record context's
 _PNM_BLANK = rb"(?:\s|#[^\n]*\n)+"  # whitespace and comments
@@ -248,7 +249,6 @@ class ContextCounts:
 
 _U8, _U16, _U24 = np.uint64(8), np.uint64(16), np.uint64(24)
 _BYTE, _PAIR = np.uint64(0xFF), np.uint64(0xFFFF)
-_POSITIONS = (1 << 40) - 1
 
 
 @numba.njit(cache=True)
@@ -258,7 +258,7 @@ def _recall(recent: np.ndarray, pointer: int, newest: int) -> tuple[bool, int]:
     position = pointer & _POSITIONS
     if pointer < 0 or position > newest or position <= newest - recent.shape[1]:
         return False, 0
-    return True, np.int64(recent[pointer >> 40, position % recent.shape[1]])
+    return True, np.int64(recent[pointer >> _POSITION_BITS, position % recent.shape[1]])
 
 
 @numba.njit(cache=True)
@@ -267,7 +267,7 @@ def _back(recent: np.ndarray, time: int, stream: int, distance: int) -> int:
     position = time - distance
     if distance <= 0 or position < 0:
         return 0
-    return _recall(recent, (stream << 40) | position, time - 1)[1]
+    return _recall(recent, (stream << _POSITION_BITS) | position, time - 1)[1]
 
 
 @numba.njit(cache=True)
@@ -277,7 +277,7 @@ def _above(tables: tuple, time: int, stream: int) -> int:
     above = tables.above_start[stream] + (time - tables.line_start[stream])
     if tables.above_start[stream] < 0 or above >= tables.line_start[stream]:
         return 256
-    readable, token = _recall(tables.recent, (stream << 40) | above, time - 1)
+    readable, token = _recall(tables.recent, (stream << _POSITION_BITS) | above, time - 1)
     return token if readable else 256
 
 
@@ -421,7 +421,7 @@ def _update(options, time, tables, decays, rows, check, above, streams, tokens):
             # A right prediction moves on; otherwise look for an earlier occurrence of the new context.
             slot = np.int64((context[b] * _ROW_HASH) >> np.uint64(match_shift))
             match_at[b] = at + 1 if right else match_table[slot]
-            match_table[slot] = (b << 40) | (time + 1)
+            match_table[slot] = (b << _POSITION_BITS) | (time + 1)
 
 
 @numba.njit(cache=True)
