@@ -154,6 +154,25 @@ class Tables(NamedTuple):
     pixel: np.ndarray
 
 
+class Options(NamedTuple):
+    """The config's count settings the kernels read, by name."""
+
+    orders: int
+    sparse: int
+    words: int
+    columns: int
+    records: int
+    indirect: int
+    shape: int
+    order0: int
+    nest: int
+    match: int
+    decay: int
+    limit: int
+    record_first: int  # the first record channel among the hashed channels
+    match_shift: int  # 64 - count_rows_log2: a hash's top bits are the match table's slot
+
+
 class ContextCounts:
     def __init__(self, config: Config, streams: int) -> None:
         self.config = config
@@ -207,9 +226,11 @@ class ContextCounts:
         # goes on counting from here, so its matches may point back into the earlier data.
         self.time = 0
         c = config
-        kinds = [c.count_orders, c.count_sparse, c.count_words, c.count_columns, c.count_records, c.count_indirect, c.count_shape]
-        rules = [c.count_decay, c.count_limit, self._record_channels.start, 64 - c.count_rows_log2]
-        self._options = np.array([*kinds, c.count_order0, c.count_nest, c.match_model, *rules], np.int64)
+        self._options = Options(
+            c.count_orders, c.count_sparse, c.count_words, c.count_columns, c.count_records, c.count_indirect, c.count_shape,
+            c.count_order0, c.count_nest, c.match_model, c.count_decay, c.count_limit, self._record_channels.start,
+            64 - c.count_rows_log2,
+        )  # fmt: skip
 
     def lookup(self) -> Found:
         """The counts for every stream's contexts at the current position."""
@@ -283,7 +304,9 @@ def _above(tables: tuple, time: int, stream: int) -> int:
 
 @numba.njit(cache=True)
 def _lookup(options, time, tables, row_base, shifts, found, rows, check, above):
-    orders, sparse, n_words, columns, records, indirect, shape_on, order0, nesting, match, _, _, record_first, _ = options
+    orders, sparse, n_words, columns, records = options.orders, options.sparse, options.words, options.columns, options.records
+    indirect, shape_on, order0, nesting, match = options.indirect, options.shape, options.order0, options.nest, options.match
+    record_first = options.record_first
     counts, checks, context, recent = tables.counts, tables.checks, tables.context, tables.recent
     record, pixel = tables.record, tables.pixel
     hashed = rows.shape[1]
@@ -359,7 +382,9 @@ def _lookup(options, time, tables, row_base, shifts, found, rows, check, above):
 
 @numba.njit(cache=True)
 def _update(options, time, tables, decays, rows, check, above, streams, tokens):
-    _, _, n_words, columns, records, indirect, shape_on, _, nesting, match, decay, limit, record_first, match_shift = options
+    n_words, columns, records, indirect, shape_on = options.words, options.columns, options.records, options.indirect, options.shape
+    nesting, match, decay, limit = options.nest, options.match, options.decay, options.limit
+    record_first, match_shift = options.record_first, options.match_shift
     counts, checks, context, recent = tables.counts, tables.checks, tables.context, tables.recent
     word, previous_words = tables.word, tables.previous_words
     line_start, above_start, same_line = tables.line_start, tables.above_start, tables.same_line
