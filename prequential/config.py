@@ -37,7 +37,7 @@ class Config:
     count_shape: int = 1  # 1: also the classes (letter, digit, space, ...) of the last 8 bytes with the last byte
     count_order0: int = 1  # 1: also the empty context (how often each byte occurred)
     count_nest: int = 1  # 1: also the innermost two open brackets or quotes, and how many are open, with the last byte
-    match_model: int = 1  # 1: also the byte after the last occurrence of the last 8 bytes
+    match_model: int = 1  # 1: also the byte after the last occurrence of the last 8 bytes in the same stream
     match_window_log2: int = 22  # the match model reads back up to 2**this tokens of each stream
     count_rows_log2: int = 19  # rows of each long-context channel: 2**19 rows of 256 one-byte counts
     count_limit: int = 248  # halve a context's counts when one reaches this

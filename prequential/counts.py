@@ -28,8 +28,10 @@ The model mixes both (model.py, `CountMixer`). The channels are
 - a nesting context (count_nest): the two innermost open brackets or quotes and how many are open,
   with the last byte (inside a tag, a string, an argument list);
 - a match model (match_model): the byte that followed the last occurrence of the current 8-byte
-  context, weighted by how many of its predictions in a row were right. It reads that byte from a
-  ring of each stream's last 2**match_window_log2 tokens, so its memory does not grow with the input.
+  context in the same stream, weighted by how many of its predictions in a row were right. It
+  reads that byte from a ring of each stream's last 2**match_window_log2 tokens, so its memory does
+  not grow with the input. Its own stream's occurrence, not the latest of any stream, because the
+  streams are far-apart stretches of the input, and nearby data repeats the most (docs/ratio.md).
 
 Everything here is integer arithmetic updated in a fixed order (after each coded position, stream
 by stream: stream 1 sees what stream 0 just counted), so encoder and decoder hold identical tables;
@@ -203,7 +205,7 @@ class ContextCounts:
         self.word = np.zeros(streams, np.uint64)  # hash of the word being read, 0 between words
         self.previous_words = np.zeros((streams, 2), np.uint64)  # the last word, and the one before it
         self.recent = np.zeros((streams, 1 << config.match_window_log2), np.uint8)  # ring: position p at p % size
-        self.match_table = np.full(1 << config.count_rows_log2, -1, np.int64)  # 8-byte context -> pointer to the position after it
+        self.match_table = np.full(1 << config.count_rows_log2, -1, np.int64)  # (stream, 8-byte context) -> pointer to the position after it
         self.match_at = np.full(streams, -1, np.int64)  # where each stream's match points, or -1
         self.match_run = np.zeros(streams, np.int64)
         self.line_start = np.zeros(streams, np.int64)  # the position of the current line's first byte
@@ -443,8 +445,10 @@ def _update(options, time, tables, decays, rows, check, above, streams, tokens):
             readable, predicted = _recall(recent, at, time)
             right = readable and predicted == token
             match_run[b] = min(match_run[b] + 1, _MATCH_MAX_RUN) if right else 0
-            # A right prediction moves on; otherwise look for an earlier occurrence of the new context.
-            slot = np.int64((context[b] * _ROW_HASH) >> np.uint64(match_shift))
+            # A right prediction moves on; otherwise look for an earlier occurrence of the new
+            # context in this stream (the stream is in the key, so the streams share one table).
+            own = context[b] ^ (np.uint64(b) << np.uint64(56)) ^ np.uint64(b)
+            slot = np.int64((own * _ROW_HASH) >> np.uint64(match_shift))
             match_at[b] = at + 1 if right else match_table[slot]
             match_table[slot] = (b << _POSITION_BITS) | (time + 1)
 

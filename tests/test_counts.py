@@ -59,6 +59,17 @@ def test_match_model_forgets_what_left_its_ring():
     assert near[0, -1, ord("j")] > 0  # within a 512-token ring it predicts the "j"
 
 
+def test_match_model_follows_its_own_streams_last_occurrence():
+    counts = ContextCounts(TINY.replace(**NO_COUNTS).replace(match_model=1), 2)
+    # Both streams read "abcdefgh", stream 0 then "x" and stream 1 "y" (stream 1 updates last),
+    # then both read "abcdefgh" again: each predicts what followed it in its own stream.
+    for pair in zip(b"abcdefghx--abcdefgh", b"abcdefghy--abcdefgh", strict=True):
+        counts.update(counts.lookup(), np.ones(2, bool), np.array(pair))
+    found = counts.lookup().counts
+    assert found[0, -1, ord("x")] > 0 and found[0, -1].sum() == found[0, -1, ord("x")]
+    assert found[1, -1, ord("y")] > 0 and found[1, -1].sum() == found[1, -1, ord("y")]
+
+
 def test_three_word_contexts_round_trip():
     config = TINY.replace(count_words=2, count_sparse=1)
     data = b"the cat sat on the mat, the cat sat on the hat. " * 40
