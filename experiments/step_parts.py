@@ -21,6 +21,7 @@ import numpy as np
 
 from prequential import numerics
 from prequential.config import preset
+from prequential.counts import CountInputs
 from prequential.learner import learner_for, with_memory
 
 
@@ -33,7 +34,7 @@ class Parts:
         self.window = rng.integers(0, c.vocab_size, (c.streams, c.window), dtype=np.int32)
         self.targets = rng.integers(0, c.vocab_size, (c.streams, c.segment), dtype=np.int32)
         shape = (c.streams, c.segment, c.count_channels, c.vocab_size)
-        self.counts = rng.integers(0, 4, shape, dtype=np.uint16) if c.count_channels else None
+        self.counts = CountInputs.of(rng.integers(0, 4, shape, dtype=np.uint16)) if c.count_channels else None
         self.state, self.memory = self.learner.init(), self.learner.initial_memory()
 
     def train(self) -> None:
@@ -46,7 +47,7 @@ class Parts:
         variables = learner.prepare(self.state)
         cache = learner.prefill(variables, with_memory(self.window[:, : c.memory], self.memory))
         for i in range(c.segment):
-            counts = None if self.counts is None else self.counts[:, i]
+            counts = None if self.counts is None else self.counts.position(i)
             weights, cache = learner.step(variables, cache, self.window[:, c.memory + i], c.memory + i, counts)
             np.asarray(weights)  # the coder needs them on the host before the next step
 

@@ -23,6 +23,7 @@ from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding, PartitionSpec
 
 from prequential.config import NO_COUNTS, Config
+from prequential.counts import CountInputs
 from prequential.errors import ConfigError
 from prequential.model import Transformer
 from prequential.ops import OPS
@@ -159,7 +160,7 @@ class Learner:
     def _module_params(self) -> Any:
         c = self.config
         tokens = jnp.full((c.streams, c.window), c.vocab_size, jnp.int32)
-        counts = jnp.zeros((c.streams, c.segment, c.count_channels, c.vocab_size), jnp.uint16) if c.count_channels else None
+        counts = CountInputs.of(np.zeros((c.streams, c.segment, c.count_channels, c.vocab_size), np.uint16)) if c.count_channels else None
         key = jax.random.key(c.seed, impl="threefry2x32")  # named: the default implementation is a user setting
         return self.module.init(key, *((tokens,) if counts is None else (tokens, counts)))
 
@@ -368,14 +369,14 @@ def fingerprint(learner: Learner) -> bytes:
     window = rng.integers(0, c.vocab_size + 1, (c.streams, c.window), dtype=np.int32)
     targets = rng.integers(0, c.vocab_size, (c.streams, c.segment), dtype=np.int32)
     shape = (c.streams, c.segment, c.count_channels, c.vocab_size)
-    counts = rng.integers(0, 4, shape, dtype=np.uint16) if c.count_channels else None
+    counts = CountInputs.of(rng.integers(0, 4, shape, dtype=np.uint16)) if c.count_channels else None
     h = hashlib.blake2b(digest_size=8)
     state = learner.init()
     memory = learner.initial_memory()
     for _ in range(2):
         variables = learner.prepare(state)
         cache = learner.prefill(variables, with_memory(window[:, : c.memory], memory))
-        first_counts = None if counts is None else counts[:, 0]
+        first_counts = None if counts is None else counts.position(0)
         probs, _ = learner.step(variables, cache, window[:, c.memory], c.memory, first_counts)
         h.update(np.asarray(probs).tobytes())
         state, bits, weights, memory = learner.train(state, with_memory(window, memory), targets, np.ones(targets.shape, bool), counts)

@@ -150,25 +150,24 @@ class CountMixer(nn.Module):
         return self.ops.times(self.ops.lookup(table, rows), self.state_rate)
 
     @nn.compact
-    def __call__(self, logits: jax.Array, hidden: jax.Array, counts: jax.Array, last: jax.Array) -> jax.Array:
-        """The logits with the counts (..., K, V) mixed in; `last` (...) is each position's token
-        (the byte before the predicted one, or the start symbol V)."""
+    def __call__(self, logits: jax.Array, hidden: jax.Array, inputs: Any, last: jax.Array) -> jax.Array:
+        """The logits with the counts mixed in: `inputs` is a CountInputs (counts.py) of counts
+        (..., K, V) and their summary (..., K, 3); `last` (...) is each position's token (the
+        byte before the predicted one, or the start symbol V)."""
         ops = self.ops
-        # Counts are below 2**16 and at most 256 per context, so float32 sums and maxima of them
-        # are exact in any order; XLA on CPU vectorizes those and not their integer forms.
-        as_float = counts.astype(jnp.float32)
-        seen = jnp.sum(as_float, axis=-1).astype(jnp.int32)  # (..., K)
+        counts = inputs.counts
+        seen, distinct, top = (inputs.summary[..., i] for i in range(3))  # (..., K) each
         features = jnp.concatenate([hidden, ops.log_count(seen)], axis=-1)
         weights = Dense(self.channels, ops, kernel_init=_constant(0.0), bias_init=_constant(self.initial_weight))(features)
         if self.select:
             by_last = jnp.broadcast_to(last[..., None], weights.shape)
             weights = weights + self._lookup("select_weight", 0.0, by_last, states=counts.shape[-1] + 1)
         if self.states:
-            distinct = jnp.maximum(jnp.sum((counts > 0).astype(jnp.float32), axis=-1).astype(jnp.int32), 1)
+            distinct = jnp.maximum(distinct, 1)
             seen_bucket = jnp.clip(_bit_length(seen + 1) - 1, 0, 11)  # floor(log2(seen + 1))
             state = seen_bucket * 6 + jnp.clip(_bit_length(distinct - 1), 0, 5)  # ceil(log2 distinct)
             weights = weights + self._lookup("state_weight", 0.0, state)
-            largest = (as_float == jnp.max(as_float, axis=-1, keepdims=True)) & (counts > 0)  # none where nothing was seen
+            largest = (counts == top[..., None].astype(counts.dtype)) & (counts > 0)  # none where nothing was seen
         if self.states == 2:
             log_alpha = self._lookup("state_log_alpha", ops.log_of(self.alpha), state)[..., None]
             level = jnp.minimum(counts, 15).astype(jnp.int32) + 16 * largest  # (..., K, V)
@@ -204,7 +203,7 @@ class Transformer(nn.Module):
             )
         self.ops = ops
 
-    def _output(self, x: jax.Array, counts: jax.Array | None, last: jax.Array) -> jax.Array:
+    def _output(self, x: jax.Array, counts: Any, last: jax.Array) -> jax.Array:
         """Logits at the positions x (..., d_model), whose tokens are `last` (...)."""
         hidden = self.ln_out(x)
         logits = self.head(hidden)
@@ -213,18 +212,18 @@ class Transformer(nn.Module):
     def _embed(self, tokens: jax.Array) -> jax.Array:
         return self.ops.add_broadcast(self.ops.lookup(self.embedding, tokens), self.position[: tokens.shape[1]])
 
-    def _run(self, tokens: jax.Array, counts: jax.Array | None = None) -> tuple[jax.Array, Cache]:
+    def _run(self, tokens: jax.Array, counts: Any = None) -> tuple[jax.Array, Cache]:
         x = self._embed(tokens)
         cache = []
         for i, block in enumerate(self.blocks):
-            # Given counts (B, N, K, V) for the last N positions, only those are scored, so the
+            # Given count inputs (counts (B, N, K, V)) for the last N positions, only those are scored, so the
             # last block computes only their outputs (the others' keys and values still).
             last = i == len(self.blocks) - 1
-            x, k, v = block(x, x.shape[1] - counts.shape[1] if last and counts is not None else 0)
+            x, k, v = block(x, x.shape[1] - counts.counts.shape[1] if last and counts is not None else 0)
             cache.append((k, v))
         return self._output(x, counts, tokens[:, -x.shape[1] :]), tuple(cache)
 
-    def __call__(self, tokens: jax.Array, counts: jax.Array | None = None) -> jax.Array:
+    def __call__(self, tokens: jax.Array, counts: Any = None) -> jax.Array:
         """Logits for every position or, given counts for the last N positions, for those."""
         return self._run(tokens, counts)[0]
 
@@ -234,7 +233,7 @@ class Transformer(nn.Module):
         memory tokens, the others' the states the previous segment's training step cached."""
         return [embedded, *(states[:, i] for i in range(states.shape[1]))]
 
-    def with_memory(self, tokens: jax.Array, counts: jax.Array | None, states: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def with_memory(self, tokens: jax.Array, counts: Any, states: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Transformer-XL's segment step: logits for the last T positions of tokens (B, M + T)
         from cached memory states (B, L - 1, M, d_model), and the states to cache for the next
         segment (the blocks' inputs at its memory positions, without gradient). Only the first
@@ -262,9 +261,9 @@ class Transformer(nn.Module):
         entries = [(self.ops.cache_entry(k), self.ops.cache_entry(v)) for k, v in kv]
         return jax.tree_util.tree_map(lambda a: jnp.pad(a, pad), tuple(entries))
 
-    def step(self, token: jax.Array, pos: jax.Array, cache: Cache, counts: jax.Array | None = None) -> tuple[jax.Array, Cache]:
+    def step(self, token: jax.Array, pos: jax.Array, cache: Cache, counts: Any = None) -> tuple[jax.Array, Cache]:
         """Logits (B, V) for window position `pos` given the token (B,) there, the cache and the
-        counts (B, K, V) of the contexts that end there."""
+        count inputs (counts (B, K, V)) of the contexts that end there."""
         x = self.ops.add_broadcast(self.ops.lookup(self.embedding, token)[:, None], self.position[pos])
         new_cache = []
         for block, (keys, values) in zip(self.blocks, cache, strict=True):

@@ -24,7 +24,7 @@ import numpy as np
 
 from prequential.coder import Coder
 from prequential.config import Config
-from prequential.counts import ContextCounts
+from prequential.counts import ContextCounts, CountInputs
 from prequential.errors import DesyncError
 from prequential.learner import Learner, TrainState, params_digest, with_memory
 from prequential.store import OffsetStore, TokenStore
@@ -192,9 +192,10 @@ def _begin(learner: Learner, layout: Layout, carry: Carry | None, resume: BlockE
     return BlockEnd(0, carry, 0.0, np.zeros(layout.segments) if record else None)
 
 
-def _segment_counts(config: Config, streams: int) -> np.ndarray:
-    """Zeros for the counts of one segment; positions past the end of the data stay zero."""
-    return np.zeros((streams, config.segment, config.count_channels, config.vocab_size), np.uint16)
+def _segment_counts(config: Config, streams: int) -> CountInputs:
+    """Zeros for the count inputs of one segment; positions past the end of the data stay zero."""
+    shape = (streams, config.segment, config.count_channels)
+    return CountInputs(np.zeros((*shape, config.vocab_size), np.uint16), np.zeros((*shape, 3), np.int32))
 
 
 def replay(
@@ -293,7 +294,7 @@ class _Segment(NamedTuple):
 
     tokens: np.ndarray  # (B, T)
     valid: np.ndarray  # (B, T)
-    counts: np.ndarray | None  # (B, T, K, V)
+    counts: CountInputs | None  # counts (B, T, K, V) and their summary
     used: np.ndarray | None  # (B, T, V)
 
 
@@ -316,9 +317,9 @@ def _step_through(
         active = valid[:, i]
         if counts is not None:
             found = counts.lookup()
-            segment_counts[:, i] = found.counts
+            segment_counts.counts[:, i], segment_counts.summary[:, i] = found.inputs
         if coder is not None:
-            weights, cache = learner.step(variables, cache, window.input_at(i), M + i, None if found is None else found.counts)
+            weights, cache = learner.step(variables, cache, window.input_at(i), M + i, None if found is None else found.inputs)
             used[:, i] = weights = np.asarray(weights)
             segment[active, i] = coder.code(weights if active.all() else weights[active], segment[active, i])
         coded = segment[active, i]

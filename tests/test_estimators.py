@@ -14,6 +14,7 @@ from conftest import SAMPLE, TINY, one_line_error, run_cli
 import prequential
 from prequential import api
 from prequential.config import ESTIMATORS, NO_COUNTS, estimator
+from prequential.counts import CountInputs
 from prequential.errors import ConfigError
 from prequential.learner import TEMPERATURES, learner_for
 from prequential.measure import measure
@@ -139,7 +140,7 @@ def test_teacher_forced_weights_equal_step_wise_ones_with_ema_and_calibration():
     rng = np.random.default_rng(5)
     window = rng.integers(0, 257, (config.streams, config.window), dtype=np.int32)
     targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
-    counts = rng.integers(0, 30, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16)
+    counts = CountInputs.of(rng.integers(0, 30, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16))
     mask = np.ones(targets.shape, bool)
     for _ in range(3):  # the EMA and the temperature move away from their start
         state = learner.train(state, window, targets, mask, counts)[0]
@@ -147,7 +148,7 @@ def test_teacher_forced_weights_equal_step_wise_ones_with_ema_and_calibration():
     cache = learner.prefill(learner.prepare(state), window[:, : config.memory])
     stepped = []
     for i in range(config.segment):
-        weights, cache = learner.step(learner.prepare(state), cache, window[:, config.memory + i], config.memory + i, counts[:, i])
+        weights, cache = learner.step(learner.prepare(state), cache, window[:, config.memory + i], config.memory + i, counts.position(i))
         stepped.append(np.asarray(weights))
     scored = np.asarray(learner.score(state, window, targets, mask, counts)[1])
     _, _, forced, _ = learner.train(state, window, targets, mask, counts)

@@ -17,6 +17,7 @@ from conftest import CALIBRATED, CHANNELS, SAMPLE, TINY
 import prequential
 from prequential import api
 from prequential import intmath as im
+from prequential.counts import CountInputs
 from prequential.errors import DesyncError
 from prequential.learner import Learner, learner_for
 from prequential.ops import Exact, Native, normal
@@ -256,7 +257,10 @@ def test_the_exact_training_step_sums_no_floats(count_states):
         jax.ShapeDtypeStruct((c.streams, c.window), jnp.int32),
         jax.ShapeDtypeStruct((c.streams, c.segment), jnp.int32),
         jax.ShapeDtypeStruct((c.streams, c.segment), jnp.bool_),
-        jax.ShapeDtypeStruct((c.streams, c.segment, c.count_channels, c.vocab_size), jnp.uint16),
+        CountInputs(
+            jax.ShapeDtypeStruct((c.streams, c.segment, c.count_channels, c.vocab_size), jnp.uint16),
+            jax.ShapeDtypeStruct((c.streams, c.segment, c.count_channels, 3), jnp.int32),
+        ),
     )
     closed = jax.make_jaxpr(learner._train)(*args)
     used = pe.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars))[0]  # drops the loss's value, which nothing reads
@@ -309,7 +313,7 @@ def _random_segment(config, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A training step's window, targets and counts, drawn at random."""
     window = rng.integers(0, 257, (config.streams, config.window), dtype=np.int32)
     targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
-    counts = rng.integers(0, 30, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16)
+    counts = CountInputs.of(rng.integers(0, 30, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16))
     return window, targets, counts
 
 
@@ -329,7 +333,7 @@ def test_teacher_forced_weights_are_the_decoders_step_wise_weights(config):
     cache = learner.prefill(learner.prepare(state), window[:, : config.memory])
     stepped = []
     for i in range(config.segment):
-        weights, cache = learner.step(learner.prepare(state), cache, window[:, config.memory + i], config.memory + i, counts[:, i])
+        weights, cache = learner.step(learner.prepare(state), cache, window[:, config.memory + i], config.memory + i, counts.position(i))
         stepped.append(np.asarray(weights))
     _, _, forced, _ = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
     assert np.array_equal(np.stack(stepped, 1), np.asarray(forced))
@@ -342,7 +346,7 @@ def test_with_cached_memory_states_teacher_forced_weights_are_the_step_wise_ones
     rng = np.random.default_rng(7)
     windows = rng.integers(0, 257, (2, config.streams, config.window), dtype=np.int32)
     targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
-    counts = rng.integers(0, 30, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16)
+    counts = CountInputs.of(rng.integers(0, 30, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16))
     mask = np.ones(targets.shape, bool)
     # A first segment leaves memory states (not zeros) for the second, which is then scored both ways.
     state, _, _, memory = learner.train(state, (windows[0], learner.initial_memory()), targets, mask, counts)
@@ -351,7 +355,7 @@ def test_with_cached_memory_states_teacher_forced_weights_are_the_step_wise_ones
     cache = learner.prefill(variables, (windows[1][:, : config.memory], memory))
     stepped = []
     for i in range(config.segment):
-        weights, cache = learner.step(variables, cache, windows[1][:, config.memory + i], config.memory + i, counts[:, i])
+        weights, cache = learner.step(variables, cache, windows[1][:, config.memory + i], config.memory + i, counts.position(i))
         stepped.append(np.asarray(weights))
     _, _, forced, next_memory = learner.train(state, (windows[1], memory), targets, mask, counts)
     assert np.array_equal(np.stack(stepped, 1), np.asarray(forced))

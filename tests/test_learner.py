@@ -11,6 +11,7 @@ import pytest
 from conftest import CALIBRATED, CHANNELS, SAMPLE, TINY
 
 import prequential
+from prequential.counts import CountInputs
 from prequential.learner import Learner
 from prequential.optimizer import learning_rate
 from prequential.replay import Layout, train_pass
@@ -36,7 +37,7 @@ def test_count_state_tables_move_state_rate_times_faster():
     rng = np.random.default_rng(1)
     window = rng.integers(0, 256, (config.streams, config.window), dtype=np.int32)
     targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
-    counts = rng.integers(0, 5, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16)
+    counts = CountInputs.of(rng.integers(0, 5, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16))
     before = jax.tree_util.tree_map(np.asarray, state.params)
     after, *_ = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
     moved = jax.tree_util.tree_map(lambda a, b: np.abs(np.asarray(a) - b).max(), learner.tree(after.params), learner.tree(before))
@@ -55,7 +56,7 @@ def test_mixer_weight_offsets_are_selected_by_the_byte_before_each_prediction():
     window = rng.integers(0, 256, (config.streams, config.window), dtype=np.int32)
     window[:, -config.segment :] = rng.integers(1, 4, (config.streams, config.segment))  # the scored positions' bytes: 1, 2, 3
     targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
-    counts = rng.integers(0, 5, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16)
+    counts = CountInputs.of(rng.integers(0, 5, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16))
     before = np.asarray(learner.tree(state.params)["params"]["mixer"]["select_weight"])
     after, *_ = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
     moved = np.abs(np.asarray(learner.tree(after.params)["params"]["mixer"]["select_weight"]) - before).reshape(config.count_channels, 257)
