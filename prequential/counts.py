@@ -20,8 +20,9 @@ The model mixes both (model.py, `CountMixer`). The channels are
   instead on the bytes above (N) and to the left (W, one pixel back) together, and on the
   gradient prediction W + N - NW (as in lossless image coders: LOCO-I, paq8px);
 - indirect contexts (count_indirect, as paq8px's indirect model): the last two bytes (and, with 2,
-  the last byte) with the two bytes that followed them the last two times. They predict from what
-  came next before: in markup and tables a context is often followed by a few continuations in turn;
+  the last byte) with the two bytes that followed them the last two times in the same stream. They
+  predict from what came next before: in markup and tables a context is often followed by a few
+  continuations in turn;
 - a shape context (count_shape): the classes (letter, digit, blank, punctuation, ...) of the last 8
   bytes with the last byte, which generalizes over the words and numbers of code, markup and tables;
 - the empty context (count_order0): how often each byte occurred;
@@ -30,8 +31,11 @@ The model mixes both (model.py, `CountMixer`). The channels are
 - a match model (match_model): the byte that followed the last occurrence of the current 8-byte
   context in the same stream, weighted by how many of its predictions in a row were right. It
   reads that byte from a ring of each stream's last 2**match_window_log2 tokens, so its memory does
-  not grow with the input. Its own stream's occurrence, not the latest of any stream, because the
-  streams are far-apart stretches of the input, and nearby data repeats the most (docs/ratio.md).
+  not grow with the input.
+
+The match model and the indirect contexts remember each stream's own past, not the latest of any
+stream: the streams are far-apart stretches of the input, and nearby data predicts best
+(docs/ratio.md, item 17). The count tables are shared: they gather what every stream has seen.
 
 Everything here is integer arithmetic updated in a fixed order (after each coded position, stream
 by stream: stream 1 sees what stream 0 just counted), so encoder and decoder hold identical tables;
@@ -241,9 +245,9 @@ class ContextCounts:
         self.record_votes = np.zeros(streams, np.int64)
         self.record = np.zeros(streams, np.int64)  # the detected record length, 0 until one is
         # Indirect contexts (count_indirect): the two bytes that last followed each 2-byte and
-        # each 1-byte context, newest lowest, in any stream.
-        self.followed = np.zeros(1 << 16, np.uint16)
-        self.followed_one = np.zeros(1 << 8, np.uint16)
+        # each 1-byte context in each stream, newest lowest.
+        self.followed = np.zeros((streams, 1 << 16), np.uint16)
+        self.followed_one = np.zeros((streams, 1 << 8), np.uint16)
         self.shape = np.zeros(streams, np.uint64)  # the classes of each stream's last 8 bytes, 3 bits each, newest lowest (count_shape)
         self.nest = np.zeros(streams, np.uint64)  # open brackets and quotes (count_nest), 3 bits each, innermost lowest
         self.depth = np.zeros(streams, np.int64)  # how many are open
@@ -376,10 +380,10 @@ def _lookup(options, time, tables, row_base, shifts, found, summary, rows, check
             h += 2
         if indirect:
             at = ctx & _PAIR
-            keys[h] = at | (np.uint64(tables.followed[at]) << _U16)
+            keys[h] = at | (np.uint64(tables.followed[b, at]) << _U16)
             h += 1
         if indirect > 1:
-            keys[h] = left | (np.uint64(tables.followed_one[left]) << _U8)
+            keys[h] = left | (np.uint64(tables.followed_one[b, left]) << _U8)
             h += 1
         if shape_on:
             keys[h] = tables.shape[b] | (left << _U24)
@@ -462,10 +466,10 @@ def _update(options, time, tables, decays, rows, check, above, streams, tokens):
             _follow_records(tables, time, b, token)
         if indirect:
             at = context[b] & _PAIR
-            tables.followed[at] = (tables.followed[at] << np.uint16(8)) | np.uint16(token)
+            tables.followed[b, at] = (tables.followed[b, at] << np.uint16(8)) | np.uint16(token)
         if indirect > 1:
             one = context[b] & _BYTE
-            tables.followed_one[one] = (tables.followed_one[one] << np.uint16(8)) | np.uint16(token)
+            tables.followed_one[b, one] = (tables.followed_one[b, one] << np.uint16(8)) | np.uint16(token)
         if nesting:
             _follow_nesting(tables, b, token)
         context[b] = (context[b] << _U8) | symbol

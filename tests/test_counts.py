@@ -115,12 +115,23 @@ def test_the_indirect_context_keys_on_the_two_bytes_that_last_followed_the_last_
     # "xa" was followed by b, c, b, c: now it was last followed by c, and before that by b. The
     # last time that was so (the third "xa") a "b" followed; order 2 saw both twice.
     found = feed(counts, b"xab.xac.xab.xac.xa")
-    assert counts.followed[ord("x") << 8 | ord("a")] == ord("b") << 8 | ord("c")
+    assert counts.followed[0, ord("x") << 8 | ord("a")] == ord("b") << 8 | ord("c")
     assert (found[0, 1, ord("b")], found[0, 1, ord("c")]) == (2, 2)
     assert (found[0, 2, ord("b")], found[0, 2, ord("c")]) == (1, 0)
     # "b." was followed by x, x; "a." never occurred.
-    assert counts.followed[ord("b") << 8 | ord(".")] == ord("x") << 8 | ord("x")
-    assert counts.followed[ord("a") << 8 | ord(".")] == 0
+    assert counts.followed[0, ord("b") << 8 | ord(".")] == ord("x") << 8 | ord("x")
+    assert counts.followed[0, ord("a") << 8 | ord(".")] == 0
+
+
+def test_indirect_contexts_remember_each_streams_own_continuations():
+    counts = ContextCounts(TINY.replace(**NO_COUNTS).replace(count_orders=1, count_indirect=2), 2)
+    # After "a", stream 0 read "b" then "c"; stream 1 read "d" then "e".
+    for pair in zip(b"ab.ac.a", b"ad.ae.a", strict=True):
+        counts.update(counts.lookup(), np.ones(2, bool), np.array(pair))
+    assert counts.followed_one[0, ord("a")] == ord("b") << 8 | ord("c")
+    assert counts.followed_one[1, ord("a")] == ord("d") << 8 | ord("e")
+    assert counts.followed[0, ord(".") << 8 | ord("a")] == ord("c")
+    assert counts.followed[1, ord(".") << 8 | ord("a")] == ord("e")
 
 
 def test_without_a_record_length_only_the_record_channels_are_silent():
