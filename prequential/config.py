@@ -43,6 +43,7 @@ class Config:
     count_limit: int = 248  # halve a context's counts when one reaches this
     count_decay: int = 12  # in long contexts, pull other bytes' counts above this halfway down; 0: off
     count_decay_from: int = 5  # byte contexts this long or longer (and word contexts) decay
+    count_own_order: int = 3  # each stream keeps its own counts for the byte context of this length (0: none)
     count_alpha: float = 0.025  # additive smoothing of each count distribution
     count_weight: float = 0.2  # initial mixing weight of each channel (16 channels: 0.3 starts overconfident)
     count_states: int = 1  # calibration of counts per context state (model.py): 0 none, 1 cheap, 2 full
@@ -233,6 +234,7 @@ _INT_BOUNDS: dict[str, tuple[int, int]] = {
     "count_limit": (2, 60000),
     "count_decay": (0, 60000),
     "count_decay_from": (1, 7),
+    "count_own_order": (0, 7),
     "warmup_segments": (0, 2**31 - 1),
     "lr_decay_tokens": (0, 2**31 - 1),
     "seed": (0, 2**31 - 1),

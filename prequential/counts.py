@@ -33,9 +33,10 @@ The model mixes both (model.py, `CountMixer`). The channels are
   reads that byte from a ring of each stream's last 2**match_window_log2 tokens, so its memory does
   not grow with the input.
 
-The match model and the indirect contexts remember each stream's own past, not the latest of any
-stream: the streams are far-apart stretches of the input, and nearby data predicts best
-(docs/ratio.md, item 17). The count tables are shared: they gather what every stream has seen.
+The match model, the indirect contexts and the byte context of count_own_order bytes remember
+each stream's own past, not the latest of any stream: the streams are far-apart stretches of the
+input, and nearby data predicts best (docs/ratio.md, item 17). The other count tables are shared:
+they gather what every stream has seen.
 
 Everything here is integer arithmetic updated in a fixed order (after each coded position, stream
 by stream: stream 1 sees what stream 0 just counted), so encoder and decoder hold identical tables;
@@ -201,13 +202,15 @@ class Options(NamedTuple):
     limit: int
     record_first: int  # the first record channel among the hashed channels
     match_shift: int  # 64 - count_rows_log2: a hash's top bits are the match table's slot
+    own_order: int  # the byte order whose counts each stream keeps for itself, or 0
 
 
 class ContextCounts:
     def __init__(self, config: Config, streams: int) -> None:
         self.config = config
         # Per hashed channel, in the order _keys makes them: the bits of its keys, and whether it decays.
-        channels = [(8 * k, k >= config.count_decay_from) for k in range(1, config.count_orders + 1)]
+        # The stream's own order is keyed by the stream too: it gets the rows of a long context.
+        channels = [(64 if k == config.count_own_order else 8 * k, k >= config.count_decay_from) for k in range(1, config.count_orders + 1)]
         channels += [(8, False), (16, False)] * config.count_sparse + [(64, True)] * config.word_channels
         channels += [(18, False), (17, False)] * config.count_columns
         self._record_channels = slice(len(channels), len(channels) + 2 * config.count_records)
@@ -259,7 +262,7 @@ class ContextCounts:
         self._options = Options(
             c.count_orders, c.count_sparse, c.count_words, c.count_columns, c.count_records, c.count_indirect, c.count_shape,
             c.count_order0, c.count_nest, c.match_model, c.count_decay, c.count_limit, self._record_channels.start,
-            64 - c.count_rows_log2,
+            64 - c.count_rows_log2, c.count_own_order,
         )  # fmt: skip
 
     def lookup(self) -> Found:
@@ -348,6 +351,8 @@ def _lookup(options, time, tables, row_base, shifts, found, summary, rows, check
         h = 0
         for k in range(1, orders + 1):
             keys[h] = ctx & ((np.uint64(1) << np.uint64(8 * k)) - np.uint64(1))
+            if k == options.own_order:  # this stream's own counts: the key names the stream
+                keys[h] ^= np.uint64(b + 1) * _ROW_HASH
             h += 1
         if sparse:  # skip the last byte: the 2nd last; the 2nd and 3rd last
             keys[h], keys[h + 1] = (ctx >> _U8) & _BYTE, (ctx >> _U8) & _PAIR

@@ -70,6 +70,19 @@ def test_match_model_follows_its_own_streams_last_occurrence():
     assert found[1, -1, ord("y")] > 0 and found[1, -1].sum() == found[1, -1, ord("y")]
 
 
+def test_each_stream_counts_its_own_order_alone_and_shares_the_others():
+    config = TINY.replace(**NO_COUNTS).replace(count_orders=3, count_own_order=3)
+    counts = ContextCounts(config, 2)
+    for pair in zip(b"abcx.abc", b"abcy.abc", strict=True):
+        counts.update(counts.lookup(), np.ones(2, bool), np.array(pair))
+    found = counts.lookup().counts
+    assert found[0, 2, ord("x")] == 1 and found[0, 2].sum() == 1  # "abc": only stream 0's "x"
+    assert found[1, 2, ord("y")] == 1 and found[1, 2].sum() == 1
+    assert found[0, 1, ord("x")] == found[0, 1, ord("y")] == 1  # "bc", shared: both streams'
+    shared = feed(ContextCounts(config.replace(count_own_order=0), 2), b"abcx.abc", 2)
+    assert shared[0, 2, ord("x")] == 2  # both streams counted "x" after "abc"
+
+
 def test_three_word_contexts_round_trip():
     config = TINY.replace(count_words=2, count_sparse=1)
     data = b"the cat sat on the mat, the cat sat on the hat. " * 40
