@@ -210,11 +210,11 @@ def _zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
     """Zeros in memory that Linux may back with 2 MB pages (where transparent huge pages are on
     request). The count tables are read and written at random: with 4 KB pages, the first touch
     of every page is a fault, and most later reads miss the TLB. Untouched pages still cost nothing."""
-    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    buffer = mmap.mmap(-1, max(size, 1))
+    items = int(np.prod(shape))
+    buffer = mmap.mmap(-1, max(items * np.dtype(dtype).itemsize, 1))
     if hasattr(mmap, "MADV_HUGEPAGE"):  # Linux only
         buffer.madvise(mmap.MADV_HUGEPAGE)
-    return np.frombuffer(buffer, dtype, int(np.prod(shape))).reshape(shape)
+    return np.frombuffer(buffer, dtype, items).reshape(shape)
 
 
 class ContextCounts:
@@ -241,7 +241,7 @@ class ContextCounts:
         # A count is halved (with its row) before it passes count_limit, so the limit bounds them:
         # bytes when it fits, which halves the memory.
         dtype = np.uint8 if config.count_limit <= 255 else np.uint16
-        # np.zeros maps untouched pages lazily: small inputs only pay for the rows they use.
+        # Pages are mapped lazily (_zeros): small inputs only pay for the rows they use.
         self.counts = _zeros((rows, config.vocab_size), dtype)
         self.checks = _zeros((rows,), np.uint32)
         self.context = np.zeros(streams, np.uint64)  # each stream's last 8 bytes, newest lowest

@@ -8,7 +8,7 @@ from conftest import CHANNELS, TINY
 
 import prequential
 from prequential.config import NO_COUNTS
-from prequential.counts import ContextCounts, image_layout
+from prequential.counts import ContextCounts, CountInputs, image_layout
 
 
 def feed(counts: ContextCounts, text: bytes, streams: int = 1) -> np.ndarray:
@@ -81,6 +81,20 @@ def test_each_stream_counts_its_own_order_alone_and_shares_the_others():
     assert found[0, 1, ord("x")] == found[0, 1, ord("y")] == 1  # "bc", shared: both streams'
     shared = feed(ContextCounts(config.replace(count_own_order=0), 2), b"abcx.abc", 2)
     assert shared[0, 2, ord("x")] == 2  # both streams counted "x" after "abc"
+
+
+def test_the_lookups_summary_is_that_of_its_counts():
+    """The model reads each channel's total, distinct bytes and largest count from the lookup's
+    summary, not from the counts: a wrong summary would code both sides alike, and pass a round trip."""
+    counts = ContextCounts(CHANNELS.replace(count_orders=6, count_sparse=1, count_words=2, count_columns=1, match_model=1), 3)
+    text = b"the cat sat on the mat; the cat sat on the hat.\n" * 4
+    summaries = []
+    for token in text:
+        found = counts.lookup()
+        summaries.append((found.inputs.summary, CountInputs.of(found.counts).summary))
+        counts.update(found, np.ones(3, bool), np.full(3, token))
+    assert all(np.array_equal(mine, reference) for mine, reference in summaries)
+    assert max(int(mine[..., 1].max()) for mine, _ in summaries) > 1  # some context saw several bytes
 
 
 def test_three_word_contexts_round_trip():
