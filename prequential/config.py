@@ -49,6 +49,7 @@ class Config:
     count_states: int = 1  # calibration of counts per context state (model.py): 0 none, 1 cheap, 2 full
     count_select: int = 1  # 1: the mixing weights also get a learned offset per last byte
     count_state_rate: float = 10.0  # how many times faster than the rest those small tables learn
+    count_weight_rate: float = 0.5  # how many times as fast as the rest the mixing weights' linear map learns (slower: item 18 of ratio.md)
     # Preprocessing (transform.py): 1 codes executables (ELF, PE, Mach-O) with their x86 call and
     # jump offsets made absolute, which repeats them.
     x86_filter: int = 1
@@ -256,6 +257,7 @@ _FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
     "count_alpha": (1e-6, 1e3),
     "count_weight": (-100.0, 100.0),
     "count_state_rate": (1e-3, 1e3),
+    "count_weight_rate": (1e-3, 1e3),
     "early_stop": (0.0, 1.0),
     "ema_decay": (0.0, 0.999999),
 }

@@ -23,8 +23,9 @@ The model mixes both (model.py, `CountMixer`). The channels are
   the last byte) with the two bytes that followed them the last two times in the same stream. They
   predict from what came next before: in markup and tables a context is often followed by a few
   continuations in turn;
-- a shape context (count_shape): the classes (letter, digit, blank, punctuation, ...) of the last 8
-  bytes with the last byte, which generalizes over the words and numbers of code, markup and tables;
+- a shape context (count_shape): the classes (letter, digit, blank, punctuation, UTF-8 lead or
+  continuation byte, ...) of the last 8 bytes with the last byte, which generalizes over the words
+  and numbers of code, markup and tables, and over the characters of non-Latin text;
 - the empty context (count_order0): how often each byte occurred;
 - a nesting context (count_nest): the two innermost open brackets or quotes and how many are open,
   with the last byte (inside a tag, a string, an argument list);
@@ -82,14 +83,16 @@ _PNM_HEADER = re.compile(rb"P([56])" + _PNM_BLANK + rb"(\d+)" + _PNM_BLANK + rb"
 
 
 def _byte_classes() -> np.ndarray:
-    """A class of 3 bits for each byte value: control, line end, blank, digit, lower case, upper
-    case, punctuation, and bytes of 128 and up."""
+    """A class of 4 bits for each byte value: control, line end, blank, digit, lower case, upper
+    case, punctuation; and of the bytes of 128 and up, UTF-8's continuation bytes and the leads
+    of 2-, 3- and 4-byte characters, so that in non-Latin text the shape says where the current
+    character is and which scripts came before."""
     classes = np.zeros(256, np.uint64)
     for values, cls in ((b"\n\r", 1), (b" \t", 2), (b"0123456789", 3)):
         classes[list(values)] = cls
     classes[ord("a") : ord("z") + 1], classes[ord("A") : ord("Z") + 1] = 4, 5
     classes[[c for c in range(33, 127) if not chr(c).isalnum()]] = 6
-    classes[128:] = 7
+    classes[0x80:0xC0], classes[0xC0:0xE0], classes[0xE0:0xF0], classes[0xF0:] = 7, 8, 9, 10
     return classes
 
 
@@ -263,7 +266,7 @@ class ContextCounts:
         # each 1-byte context in each stream, newest lowest.
         self.followed = np.zeros((streams, 1 << 16), np.uint16)
         self.followed_one = np.zeros((streams, 1 << 8), np.uint16)
-        self.shape = np.zeros(streams, np.uint64)  # the classes of each stream's last 8 bytes, 3 bits each, newest lowest (count_shape)
+        self.shape = np.zeros(streams, np.uint64)  # the classes of each stream's last 8 bytes, 4 bits each, newest lowest (count_shape)
         self.nest = np.zeros(streams, np.uint64)  # open brackets and quotes (count_nest), 3 bits each, innermost lowest
         self.depth = np.zeros(streams, np.int64)  # how many are open
         self.pixel = np.zeros(streams, np.int64)  # bytes per pixel of an image whose header gave the record length, else 0
@@ -314,7 +317,7 @@ class ContextCounts:
 # --- the kernels: compiled by Numba, one call per position for all streams ----------------------
 # Every value is an explicit int64 or uint64 (Numba would turn a mix of the two into a float).
 
-_U8, _U16, _U24 = np.uint64(8), np.uint64(16), np.uint64(24)
+_U8, _U16, _U24, _U32 = np.uint64(8), np.uint64(16), np.uint64(24), np.uint64(32)
 _BYTE, _PAIR = np.uint64(0xFF), np.uint64(0xFFFF)
 
 
@@ -403,7 +406,7 @@ def _lookup(options, time, tables, row_base, shifts, found, summary, rows, check
             keys[h] = left | (np.uint64(tables.followed_one[b, left]) << _U8)
             h += 1
         if shape_on:
-            keys[h] = tables.shape[b] | (left << _U24)
+            keys[h] = tables.shape[b] | (left << _U32)
             h += 1
         if order0:
             keys[h] = np.uint64(0)
@@ -491,7 +494,7 @@ def _update(options, time, tables, decays, rows, check, above, streams, tokens):
             _follow_nesting(tables, b, token)
         context[b] = (context[b] << _U8) | symbol
         if shape_on:
-            tables.shape[b] = ((tables.shape[b] << np.uint64(3)) | _BYTE_CLASS[token]) & np.uint64(0xFFFFFF)
+            tables.shape[b] = ((tables.shape[b] << np.uint64(4)) | _BYTE_CLASS[token]) & np.uint64(0xFFFFFFFF)
         recent[b, time % recent.shape[1]] = token
     if match:  # after every stream's ring holds this position
         match_table, match_at, match_run = tables.match_table, tables.match_at, tables.match_run

@@ -130,7 +130,9 @@ class CountMixer(nn.Module):
     slower).
     This calibrates counts into log-probabilities by gradient, with the rest of the model. Adam
     moves each parameter by about the learning rate per step, too slow for such small tables, so
-    they are stored divided by `state_rate` and move that many times faster.
+    they are stored divided by `state_rate` and move that many times faster. The linear map to
+    the weights is stored divided by `weight_rate` likewise: below 1, the mixing moves slower
+    than the transformer learns.
     """
 
     channels: int
@@ -141,6 +143,7 @@ class CountMixer(nn.Module):
     state_rate: float
     ops: Any
     select: int = 0
+    weight_rate: float = 1.0
 
     def _lookup(self, name: str, value: float, state: jax.Array, *shape: int, states: int = 72) -> jax.Array:
         """Each channel's entry for its state (..., K) in a learned table (K, states, *shape) that
@@ -158,7 +161,10 @@ class CountMixer(nn.Module):
         counts = inputs.counts
         seen, distinct, top = (inputs.summary[..., i] for i in range(3))  # (..., K) each
         features = jnp.concatenate([hidden, ops.log_count(seen)], axis=-1)
-        weights = Dense(self.channels, ops, kernel_init=_constant(0.0), bias_init=_constant(self.initial_weight))(features)
+        rate = self.weight_rate
+        weights = Dense(self.channels, ops, kernel_init=_constant(0.0), bias_init=_constant(self.initial_weight / rate))(features)
+        if rate != 1:
+            weights = ops.times(weights, rate)
         if self.select:
             by_last = jnp.broadcast_to(last[..., None], weights.shape)
             weights = weights + self._lookup("select_weight", 0.0, by_last, states=counts.shape[-1] + 1)
@@ -199,7 +205,15 @@ class Transformer(nn.Module):
         if c.count_channels:
             max_count = c.count_limit + 1
             self.mixer = CountMixer(
-                c.count_channels, c.count_alpha, c.count_weight, max_count, c.count_states, c.count_state_rate, ops, c.count_select
+                c.count_channels,
+                c.count_alpha,
+                c.count_weight,
+                max_count,
+                c.count_states,
+                c.count_state_rate,
+                ops,
+                c.count_select,
+                c.count_weight_rate,
             )
         self.ops = ops
 

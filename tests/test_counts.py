@@ -8,7 +8,7 @@ from conftest import CHANNELS, TINY
 
 import prequential
 from prequential.config import NO_COUNTS
-from prequential.counts import ContextCounts, CountInputs, image_layout
+from prequential.counts import _BYTE_CLASS, ContextCounts, CountInputs, image_layout
 
 
 def feed(counts: ContextCounts, text: bytes, streams: int = 1) -> np.ndarray:
@@ -242,8 +242,20 @@ def test_the_shape_context_generalizes_over_letters_and_digits():
     found = feed(counts, b"a1=5;b2=7;c3=9;d4=")
     assert found[0, 2].sum() == 0  # order 3
     assert (found[0, 3, ord("7")], found[0, 3, ord("9")], found[0, 3].sum()) == (1, 1, 2)
-    classes = [4, 3, 6, 3, 6, 4, 3, 6]  # 3 bits each, the newest lowest
-    assert counts.shape[0] == sum(c << (3 * i) for i, c in enumerate(reversed(classes)))
+    classes = [4, 3, 6, 3, 6, 4, 3, 6]  # 4 bits each, the newest lowest
+    assert counts.shape[0] == sum(c << (4 * i) for i, c in enumerate(reversed(classes)))
+
+
+def test_the_shape_context_knows_where_a_utf8_character_is():
+    config = TINY.replace(**NO_COUNTS).replace(count_orders=1, count_shape=1)
+    # The lead of a 3-byte character and its continuation bytes have classes of their own, so the
+    # shape tells the second byte of a character from the third, and CJK text from Latin-1.
+    counts = ContextCounts(config, 1)
+    feed(counts, "是 是".encode())  # E6 98 AF 20 E6 98 AF
+    lead, continuation, blank = 9, 7, 2
+    classes = [lead, continuation, continuation, blank, lead, continuation, continuation]
+    assert counts.shape[0] == sum(c << (4 * i) for i, c in enumerate(reversed(classes)))
+    assert len({int(c) for c in _BYTE_CLASS[[ord("A"), 0x80, 0xC3, 0xE6, 0xF0, ord(" ")]]}) == 6
 
 
 def test_the_empty_context_counts_every_byte():

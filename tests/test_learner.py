@@ -48,6 +48,28 @@ def test_count_state_tables_move_state_rate_times_faster():
     assert step["Dense_0"]["kernel"] == pytest.approx(config.learning_rate, rel=1e-3)
 
 
+def test_mixing_weights_are_stored_divided_by_weight_rate_and_move_that_much_slower():
+    rng = np.random.default_rng(3)
+    config = CHANNELS
+    window = rng.integers(0, 256, (config.streams, config.window), dtype=np.int32)
+    targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
+    counts = CountInputs.of(rng.integers(0, 5, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16))
+    valid = np.ones(targets.shape, bool)
+    runs = {}
+    for rate in (1.0, 0.5):
+        learner = Learner.create(config.replace(count_weight_rate=rate))
+        state = learner.init()
+        bias = np.asarray(learner.tree(state.params)["params"]["mixer"]["Dense_0"]["bias"])
+        np.testing.assert_allclose(bias * rate, config.count_weight, rtol=1e-6)
+        state, first, *_ = learner.train(state, window, targets, valid, counts)
+        _, second, *_ = learner.train(state, window, targets, valid, counts)
+        runs[rate] = np.asarray(first), np.asarray(second)
+    # The same weights at the start (0.5 is exact), so the same bits; after one step, the slower
+    # mixing has moved half as far, so the bits differ.
+    np.testing.assert_array_equal(runs[1.0][0], runs[0.5][0])
+    assert not np.array_equal(runs[1.0][1], runs[0.5][1])
+
+
 def test_mixer_weight_offsets_are_selected_by_the_byte_before_each_prediction():
     config = CHANNELS
     learner = Learner.create(config)
