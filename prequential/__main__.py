@@ -1,5 +1,3 @@
-import sys
+from prequential.cli import entry
 
-from prequential.cli import main
-
-sys.exit(main())
+entry()

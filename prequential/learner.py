@@ -22,12 +22,13 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding, PartitionSpec
 
+from prequential import programs
 from prequential.config import NO_COUNTS, Config
 from prequential.counts import CountInputs
 from prequential.errors import ConfigError
 from prequential.model import Transformer
-from prequential.ops import OPS
-from prequential.optimizer import moving_average, optimizer_from_config
+from prequential.ops import OPS, PreparedKernel
+from prequential.optimizer import ExactAdamState, moving_average, optimizer_from_config
 
 
 class TrainState(NamedTuple):
@@ -36,6 +37,8 @@ class TrainState(NamedTuple):
     ema: Any = None  # the moving average of the parameters that scores (config.ema_decay)
     calibration: jax.Array | None = None  # (K,) recent cost of each temperature of TEMPERATURES (config.calibrate)
 
+
+programs.serializable(TrainState, ExactAdamState, CountInputs, PreparedKernel)
 
 # Forward calibration's grid: factors on the logits (inverse temperatures) 2**(j/8), j = 0, -1,
 # 1, ..., 4; the first is 1, so a tie keeps the model's own distribution.
@@ -68,6 +71,11 @@ def _shared(method):
 ESTIMATOR_FIELDS = ("blocks", "block_tokens", "block_init", "epochs", "early_stop", "updates", "replay_buffer", "replay_steps")
 
 
+def model_config(config: Config) -> Config:
+    """The config with its ESTIMATOR_FIELDS at their defaults: what the compiled functions depend on."""
+    return config.replace(**{name: getattr(Config, name) for name in ESTIMATOR_FIELDS})
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Learner:
     """The jitted functions for one config, module and optimizer; each takes state and returns state."""
@@ -76,6 +84,7 @@ class Learner:
     module: nn.Module
     optimizer: optax.GradientTransformation
     devices: int = 1  # the B streams are split over this many local devices
+    stores_programs: bool = False  # keep traced programs on disk (programs.py): exact numerics, this package's model and optimizer
     compiled: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def with_estimator(self, config: Config) -> Learner:
@@ -87,7 +96,9 @@ class Learner:
     def create(
         cls, config: Config, module: nn.Module | None = None, optimizer: optax.GradientTransformation | None = None, devices: int = 1
     ) -> Learner:
-        return cls(config, module or Transformer(config), optimizer or optimizer_from_config(config), devices)
+        own = module is None and optimizer is None  # code that the stored programs' key hashes
+        stores = own and config.numerics == "exact"  # results that do not depend on how XLA compiles them
+        return cls(config, module or Transformer(config), optimizer or optimizer_from_config(config), devices, stores)
 
     def _jit(self, fn, in_specs: str, out_specs: str, **options):
         """jit `fn`; over several devices, with every argument and result sharded along the streams
@@ -96,7 +107,8 @@ class Learner:
         order is fixed for a given layout. Results the host reads are replicated, so every process
         holds all of them; over several processes, host arrays are made global arrays first."""
         if self.devices == 1:
-            return jax.jit(fn, **options)
+            stored = programs.stored(fn, fn.__name__, programs.salt(repr(model_config(self.config)))) if self.stores_programs else fn
+            return jax.jit(stored, **options)
         mesh = jax.make_mesh((self.devices,), ("streams",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[: self.devices])
         named = {"B": NamedSharding(mesh, PartitionSpec("streams")), "R": NamedSharding(mesh, PartitionSpec())}
         inputs, outputs = (tuple(named[letter] for letter in specs) for specs in (in_specs, out_specs))
@@ -177,7 +189,7 @@ class Learner:
 
     def state_shape(self) -> TrainState:
         """The state's tree of shapes and dtypes, without computing it."""
-        return jax.eval_shape(self._init)
+        return jax.eval_shape(self.init)  # through the jitted init, which may find its program stored
 
     def _init(self) -> TrainState:
         params = self._module_params()
@@ -198,10 +210,19 @@ class Learner:
     def _logits(self, params: Any, window: jax.Array, counts: jax.Array | None) -> jax.Array:
         return self._apply(params, window, counts)[:, -self.config.segment :]
 
-    def initial_memory(self) -> np.ndarray | None:
+    def initial_memory(self) -> Any:
         """The memory states before the first segment of a pass (config.memory_cache), else None."""
+        return self._initial_memory() if self.config.caches_memory else None
+
+    @_shared
+    def _initial_memory(self):
+        """() -> zero memory states, placed as `train` places the states it returns: jit would
+        compile `train` and `prefill` again for arguments placed otherwise."""
+        return self._jit(self._zero_memory, "", "B")
+
+    def _zero_memory(self) -> jax.Array:
         c = self.config
-        return np.zeros((c.streams, c.n_layers - 1, c.memory, c.d_model), np.float32) if c.caches_memory else None
+        return jnp.zeros((c.streams, c.n_layers - 1, c.memory, c.d_model), jnp.float32)
 
     def _forward(self, params: Any, window: Any, counts: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
         """(logits of the segment, memory states for the next one, or None)."""
@@ -341,7 +362,7 @@ def learner_for(
         raise ConfigError("config field 'memory_cache' needs this package's transformer (a user's module has no memory states)")
     if config.streams % devices:
         raise ConfigError(f"{config.streams} streams cannot be split evenly over {devices} devices: choose a divisor of {config.streams}")
-    model = config.replace(**{name: getattr(Config, name) for name in ESTIMATOR_FIELDS})
+    model = model_config(config)
     learner = _cached_learner(model, module, optimizer, devices)  # positional, so every call shares one cache key
     return learner if model == config else learner.with_estimator(config)
 
