@@ -1,9 +1,12 @@
-"""What each lever of the learner buys (issue 4): bits/byte as levers are added one at a time.
+"""What each lever of the default buys (issue 14): the default with one lever off at a time.
 
-Scores each variant with the training pass alone (it agrees with a real encode to about 1e-4;
-see docs/measure-speed.md) on each file, and writes docs/ratio-levers.md.
+Scores the default preset, and the default with each of its levers turned off, with the training
+pass alone (it agrees with a real encode to about 1e-4; docs/measure-speed.md), on the first BYTES
+of files of many kinds (as the command would code them: executables through the x86 filter), and
+writes docs/ratio-levers.md. A cell is how much larger the output is without the lever, in % of
+the default's bits on that file: what the lever buys there (negative: it costs).
 
-    python experiments/ablation.py [--files canterbury/alice29.txt,misc/mapsdatazrh] [--jobs 2]
+    python experiments/ablation.py [--files canterbury/alice29.txt,broad/make,...] [--bytes 100000] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -15,79 +18,91 @@ from pathlib import Path
 import numpy as np
 from common import CORPORA, DOCS, jobs_note, per_file, per_file_options, provenance
 
-from prequential.config import NO_COUNTS, preset
+from prequential import transform
+from prequential.config import NO_COUNTS, Config, preset
 from prequential.learner import learner_for
 from prequential.replay import Layout, train_pass
 from prequential.store import ArrayStore
 
-# The count settings of the first default (2026-11-25), before the count-table levers below.
-OFF = {"lr_decay_tokens": 0}  # the lever of the latest step
-FIRST = {**OFF, "count_rows_log2": 16, "count_limit": 255, "count_decay": 0, "count_alpha": 0.05, "learning_rate": 2.5e-4}
-NONE = {**FIRST, **NO_COUNTS, "learning_rate": 1e-3}
-LATER = {**OFF, "count_alpha": 0.05, "learning_rate": 2.5e-4}  # retuned later
-STEPS = [
-    ("transformer alone (Adam beta1 0, beta2 0.9999, lr 1e-3)", NONE),
-    ("+ byte-context counts, orders 1-6, mixed into the logits", {**NONE, "count_orders": 6}),
-    ("+ word contexts (current word; previous and current word)", {**NONE, "count_orders": 6, "count_words": 1}),
-    ("+ match model (byte after the last occurrence of the last 8 bytes)", {**NONE, "count_orders": 6, "count_words": 1, "match_model": 1}),
-    ("+ learning rate 2.5e-4 = the first default preset", FIRST),
-    ("+ 2^19 rows of one-byte counts per long channel, short channels sized to fit", {**LATER, "count_decay": 0}),
-    ("+ long contexts decay (count_decay 12, from order 5 and in words)", LATER),
-    ("+ smoothing 0.025 and learning rate 3.5e-4", OFF),
-    ("+ learning rate decay, 1 / sqrt(1 + tokens / 128000) = the default preset", {}),
-    ("default with counts calibrated per context state (count_states = 1)", {"count_states": 1}),
-    ("default with sparse contexts (count_sparse = 1: two more channels)", {"count_sparse": 1}),
-    ("default with a third word context (count_words = 2)", {"count_words": 2}),
-    ("default with the full calibration of counts (count_states = 2)", {"count_states": 2}),
-    (
-        "the previous strong preset (4 streams x 16, lr 1.5e-4, no calibration, no decay)",
-        ("strong", {**OFF, "count_states": 0, "streams": 4, "memory": 16, "learning_rate": 1.5e-4, "sync_segments": 256}),
-    ),
-    ("strong preset (sparse, 3 word contexts, 2^20 rows, full calibration, 1 stream x 16, lr 1e-4)", "strong"),
-    ("large preset (4 layers, d_model 256)", "large"),
+BROAD = Path(__file__).resolve().parent / "out" / "corpus"  # experiments/corpus.py's
+FILES = (
+    "canterbury/alice29.txt,misc/mapsdatazrh,broad/fortunes-zh-chinese.txt,broad/libXt.so.6.0.0,broad/american-english,"
+    "broad/_cffi_backend.c,broad/iso_3166-2.xml,broad/airports.csv,broad/seattle-temps.csv,broad/chelsea.ppm"
+)
+# Each lever of the default, and the settings that turn it off.
+LEVERS = [
+    ("the count models (the transformer alone, learning rate 1e-3)", {**NO_COUNTS, "learning_rate": 1e-3}),
+    ("byte contexts of orders 5 and 6 (orders 1-4 kept)", {"count_orders": 4}),
+    ("sparse contexts (2nd last byte; 2nd and 3rd last bytes)", {"count_sparse": 0}),
+    ("the third word context (two previous words with the current one)", {"count_words": 1}),
+    ("all word contexts", {"count_words": 0}),
+    ("column contexts (the byte above)", {"count_columns": 0}),
+    ("record contexts (detected record length)", {"count_records": 0}),
+    ("indirect context (bytes that followed the last two bytes)", {"count_indirect": 0}),
+    ("shape context (byte classes of the last 8 bytes)", {"count_shape": 0}),
+    ("order 0 (the empty context)", {"count_order0": 0}),
+    ("nesting context (open brackets and quotes)", {"count_nest": 0}),
+    ("match model", {"match_model": 0}),
+    ("decay of long contexts' counts", {"count_decay": 0}),
+    ("each stream's own order-3 counts", {"count_own_order": 0}),
+    ("calibration of counts per context state", {"count_states": 0}),
+    ("mixing weights selected by the last byte", {"count_select": 0}),
+    ("mixing weights learning at half the rate", {"count_weight_rate": 1.0}),
+    ("x86 call/jump filter of executables", {"x86_filter": 0}),
+    ("Transformer-XL memory cache (memory recomputed each segment)", {"memory_cache": 0}),
+    ("learning-rate decay", {"lr_decay_tokens": 0}),
 ]
 
 
-def config_of(changes: dict | str | tuple[str, dict]):
-    if isinstance(changes, str):
-        return preset(changes)
-    if isinstance(changes, tuple):
-        return preset(changes[0]).replace(**changes[1])
-    return preset("default").replace(**changes)
+def bits_per_byte(config: Config, data: bytes) -> tuple[float, float]:
+    """(bits/byte of the training pass on `data`, its speed in KB/s, compilation included)."""
+    tokens = transform.encode_tokens(config, np.frombuffer(data, np.uint8).astype(np.int32))
+    started = time.perf_counter()
+    bits = train_pass(learner_for(config), Layout(len(tokens), config.streams, config.segment), ArrayStore(tokens))[0].sum()
+    return float(bits) / len(data), len(data) / 1000 / (time.perf_counter() - started)
 
 
-def file_column(path: Path) -> list[str]:
-    """One cell per step: bits/byte of the training pass on `path`, and its speed."""
-    data = path.read_bytes()
-    tokens = np.frombuffer(data, np.uint8).astype(np.int32)
+def file_column(path: Path, size: int) -> list[list[float]]:
+    """[bits/byte, KB/s] of the default, then of each lever turned off, on the first `size` bytes."""
+    data = path.read_bytes()[:size]
     cells = []
-    for _, changes in STEPS:
-        config = config_of(changes)
-        started = time.perf_counter()
-        bits = train_pass(learner_for(config), Layout(len(data), config.streams, config.segment), ArrayStore(tokens))[0].sum()
-        cells.append(f"{bits / len(data):.4f} ({len(data) / 1000 / (time.perf_counter() - started):.1f} KB/s)")
-        print(f"{path.name}: {cells[-1]}", flush=True)
+    for _, changes in [("default", {}), *LEVERS]:
+        cells.append(list(bits_per_byte(preset("default").replace(**changes), data)))
+        print(f"{path.name} {changes}: {cells[-1][0]:.4f}", flush=True)
     return cells
 
 
+def corpus_path(name: str) -> Path:
+    return BROAD / name.removeprefix("broad/") if name.startswith("broad/") else CORPORA / name
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--files", default="canterbury/alice29.txt,misc/mapsdatazrh")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", default=FILES, help="comma-separated paths under the corpora; broad/NAME for corpus.py's")
+    parser.add_argument("--bytes", type=int, default=100_000, help="the first this many bytes of each file")
     per_file_options(parser)
     args = parser.parse_args()
-    files = [CORPORA / f for f in args.files.split(",")]
-    columns = per_file(__file__, files, args, file_column, [])
-    names = [f"{path.parent.name}/{path.name}" for path in files]
-    header = "| lever | " + " | ".join(names) + " |\n|---|" + "---:|" * len(files) + "\n"
-    rows = [f"| {label} | " + " | ".join(column[i] for column in columns) + " |\n" for i, (label, _) in enumerate(STEPS)]
-    text = (
-        "# What each lever bought (generated by experiments/ablation.py)\n\n"
-        f"{provenance(1)}{jobs_note(args)}\n\nBits per byte of the sum of per-token losses (no header or code), scored by the "
-        "training pass; in brackets the speed of that pass (training only, no coder, compilation included). Each row up to "
-        "the default preset adds one lever to the row above; the rows after it vary the default, or are other presets.\n\n"
-        + header
-        + "".join(rows)
-    )
+    files = [corpus_path(name) for name in args.files.split(",")]
+    columns = per_file(__file__, files, args, lambda path: file_column(path, args.bytes), ["--bytes", str(args.bytes)])
+    names = [path.name for path in files]
+    lines = [
+        "# What each lever buys (generated by experiments/ablation.py)",
+        "",
+        f"{provenance(1)}{jobs_note(args)}",
+        "",
+        f"`python experiments/ablation.py --bytes {args.bytes} --jobs {args.jobs}`. The training pass alone (no header, code or coder)",
+        f"on the first {args.bytes:,} bytes of each file, executables through the x86 filter as the command codes them. The first",
+        "row is the default preset's bits/byte and, in brackets, the pass's speed in KB/s (compilation included). Every other",
+        "row turns one lever of the default off: how much larger the output is without it, in % of the default's bits on",
+        "that file. Positive: the lever helps there; negative: the file is smaller without it.",
+        "",
+        "| lever | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(files),
+        "| default preset, bits/byte (KB/s) | " + " | ".join(f"{c[0][0]:.4f} ({c[0][1]:.1f})" for c in columns) + " |",
+    ]
+    for i, (label, _) in enumerate(LEVERS, start=1):
+        lines.append(f"| {label} | " + " | ".join(f"{100 * (c[i][0] / c[0][0] - 1):+.2f}" for c in columns) + " |")
+    text = "\n".join(lines) + "\n"
     (DOCS / "ratio-levers.md").write_text(text)
     print(text)
 

@@ -289,34 +289,13 @@ PRESETS: dict[str, Config] = {
     "small": Config(n_layers=1, d_model=64, n_heads=2, d_ff=256),
     # Sized for a 2-core CPU (its speed on one core: docs/benchmarks.md).
     "default": Config(),
-    # Stronger and slower (about 1.1 KB/s): twice the count
-    # rows, the full calibration of counts, and one stream updated every 16 tokens (16 times the
-    # updates per byte of the default) at a lower learning rate, seeing 48 tokens before its
-    # segment; syncs every 64 K tokens. Native numerics: exact ones are as small (within 0.21 %)
-    # but decode at 0.69-0.75 of native speed, below the 0.8x bar (docs/numerics.md).
-    # It keeps the channels and initial weight it was measured with (no column, record, indirect,
-    # shape, empty or nesting contexts, no mixer selection; weight 0.3): the default's newer ones
-    # are not yet measured on it. It recomputes its memory: cached states cost it 0.5 % on alice29.txt and saved no time
-    # (one stream: its time goes to the per-segment work, not the model's arithmetic).
-    "strong": Config(
-        memory_cache=0,
-        count_columns=0,
-        count_records=0,
-        count_indirect=0,
-        count_shape=0,
-        count_order0=0,
-        count_nest=0,
-        count_select=0,
-        count_weight=0.3,
-        count_rows_log2=20,
-        count_states=2,
-        streams=1,
-        segment=16,
-        memory=48,
-        learning_rate=1e-4,
-        sync_segments=4096,
-        numerics="native",
-    ),
+    # Stronger and slower: one stream, updated every 16 tokens (16 times the updates per byte of
+    # the default) at a lower learning rate, and twice the count rows; every count model of the
+    # default, exact numerics. Each of those helped on all six kinds of files screened (100 KB
+    # each: prose, a word list, a shared library, C, CSV, Chinese; docs/ratio.md, item 19), where
+    # the full calibration of counts (count_states = 2) bought 0.1-0.3 % at a third of the speed.
+    # A sync hash every 4096 segments: 64 K tokens, as the default's 256 of 8 x 32.
+    "strong": Config(streams=1, segment=16, learning_rate=1e-4, count_rows_log2=20, sync_segments=4096),
     # NNCP's default transformer shape (4 layers, d_model 256): much slower, barely stronger here.
     "large": Config(n_layers=4, d_model=256, n_heads=8, d_ff=1024),
     # For a GPU (--backend gpu): 25 M parameters, and 64 streams so that each step codes 64 bytes.
