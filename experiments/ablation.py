@@ -15,17 +15,17 @@ import argparse
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
-from common import CORPORA, DOCS, jobs_note, per_file, per_file_options, provenance
+from common import DOCS, corpus_path, jobs_note, per_file, per_file_options, provenance
+from corpus import BROAD
 
 from prequential import transform
+from prequential.cli import use_compilation_cache
 from prequential.config import NO_COUNTS, Config, preset
 from prequential.learner import learner_for
 from prequential.replay import Layout, train_pass
 from prequential.store import ArrayStore
 
-BROAD = Path(__file__).resolve().parent / "out" / "corpus"  # experiments/corpus.py's
 # Prose, an executable, a word list and a table. A worker loads every config's programs once per
 # file (learner_for keeps 16 learners), about 1,100 memory mappings each: five files a worker ran
 # out of Linux's 65,530.
@@ -73,21 +73,16 @@ def file_column(path: Path, size: int) -> list[list[float]]:
     return cells
 
 
-def corpus_path(name: str) -> Path:
-    return BROAD / name.removeprefix("broad/") if name.startswith("broad/") else CORPORA / name
-
-
 def main() -> None:
     # The command's compilation cache: each of the 21 configs compiles once per machine, not once
     # per worker and run (and with it, its traced programs are kept too: prequential/programs.py).
-    jax.config.update("jax_compilation_cache_dir", str(Path.home() / ".cache" / "prequential" / "xla"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    use_compilation_cache()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", default=FILES, help="comma-separated paths under the corpora; broad/NAME for corpus.py's")
     parser.add_argument("--bytes", type=int, default=100_000, help="the first this many bytes of each file")
     per_file_options(parser)
     args = parser.parse_args()
-    files = [corpus_path(name) for name in args.files.split(",")]
+    files = [corpus_path(name, BROAD) for name in args.files.split(",")]
     columns = per_file(__file__, files, args, lambda path: file_column(path, args.bytes), ["--bytes", str(args.bytes)])
     names = [path.name for path in files]
     files_option = "" if args.files == FILES else f" --files {args.files}"

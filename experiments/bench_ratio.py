@@ -32,10 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import CORPORA, DOCS, corpus_files, jobs_note, per_file, per_file_options, provenance
-from corpus import ENTRIES, OUT
-
-BROAD = OUT / "corpus"  # where experiments/corpus.py writes the broad corpus
+from common import CORPORA, DOCS, corpus_files, corpus_path, jobs_note, per_file, per_file_options, provenance
+from corpus import BROAD, ENTRIES
 
 # name -> (Debian package, or None where Debian has none; binary; command writing {out} from {src}, {bin} the binary)
 PEERS = {
@@ -225,7 +223,7 @@ def main() -> None:
         print("Peers not found: " + "; ".join(f"{k}: {v}" for k, v in absent.items()), flush=True)
     if args.files:
         names = args.files.split(",")
-        files = [broad / f.removeprefix("broad/") if f.startswith("broad/") else CORPORA / f for f in names]
+        files = [corpus_path(f, broad) for f in names]
         problems = []
     else:
         files, problems = [], []

@@ -40,6 +40,12 @@ def corpus_files() -> tuple[list[Path], list[str]]:
     return files, problems
 
 
+def corpus_path(name: str, broad: Path) -> Path:
+    """A file as the benchmarks name it: a path under the corpora, or broad/NAME in the broad
+    corpus that experiments/corpus.py built in `broad`."""
+    return broad / name.removeprefix("broad/") if name.startswith("broad/") else CORPORA / name
+
+
 def provenance(threads: int) -> str:
     libs = ", ".join(f"{k} {v}" for k, v in accounting.library_versions().items())
     return (

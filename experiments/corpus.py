@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "out"
+BROAD = OUT / "corpus"  # where the corpus is written, and where the benchmarks read it
 LIMIT = 600_000  # bytes: larger files are cut to a prefix, so a benchmark over all of them stays affordable
 
 
@@ -281,7 +282,7 @@ def build(out: Path, cache: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(OUT / "corpus"), help="where the corpus and MANIFEST.json go")
+    parser.add_argument("--out", default=str(BROAD), help="where the corpus and MANIFEST.json go")
     parser.add_argument("--cache", default=str(OUT / "corpus-packages"), help="where downloaded packages are kept")
     args = parser.parse_args()
     problems = build(Path(args.out), Path(args.cache))

@@ -830,10 +830,12 @@ def _run(args: argparse.Namespace, label: str = "") -> int:
     return 0
 
 
-def _use_compilation_cache() -> None:
+def use_compilation_cache() -> None:
     """Keep XLA's compiled programs on disk (PREQUENTIAL_CACHE, default ~/.cache/prequential/xla;
     "off" for none): compiling a learner takes seconds, loading it a fraction of one. Results do
-    not depend on it: the cache holds programs compiled for this machine and these settings."""
+    not depend on it: the cache holds programs compiled for this machine and these settings. It
+    sets this process's JAX configuration: for the command and scripts run like it (experiments/),
+    never for a library call."""
     import jax  # imported already (api imports flax); its config, not the environment, is read from now on
 
     home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -856,7 +858,7 @@ def entry() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _use_compilation_cache()
+    use_compilation_cache()
     try:
         args = _parser().parse_args(_command_first(sys.argv[1:] if argv is None else argv))
         names = getattr(args, "files", None)

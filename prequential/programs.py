@@ -40,11 +40,10 @@ _TRACING_SETTINGS = ("jax_enable_x64", "jax_threefry_partitionable", "jax_defaul
 
 def salt(description: str) -> bytes:
     """What every program of a learner depends on besides its function and argument shapes: the
-    replay code, the numeric libraries' versions, the backend, JAX's tracing settings, and
+    replay code, the numeric libraries' versions (the header's digest of them), the backend, JAX's tracing settings, and
     `description` (the config)."""
-    versions = ";".join(f"{k}={v}" for k, v in accounting.library_versions().items())
     settings = ";".join(f"{name}={getattr(jax.config, name)}" for name in _TRACING_SETTINGS)
-    parts = [accounting.replay_source(), versions, jax.default_backend(), settings, description]
+    parts = [accounting.replay_source(), accounting.library_digest(), jax.default_backend(), settings, description]
     return b"\0".join(part if isinstance(part, bytes) else part.encode() for part in parts)
 
 
