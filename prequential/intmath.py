@@ -24,6 +24,7 @@ import decimal
 import fractions
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -33,6 +34,7 @@ LOG_FRAC = 16  # fixed-point logarithms (base 2) carry 16 fractional bits
 _TABLE_BITS = 10  # tables of log2 and exp2 over [0, 1) have 2**10 intervals, interpolated linearly
 _SUM_CHUNK = 512  # 512 integers below 2**15 in magnitude sum below 2**24: exact in float32
 _DOT_CHUNK = 1024  # 1024 products of two 8-bit integers sum to at most 2**24: exact in float32
+_INT8_DOT_MAX = 1 << 17  # 2**17 products of two int8 sum to at most 2**31: exact in int32
 
 
 def qmax(bits: int) -> int:
@@ -172,28 +174,45 @@ def small_sum(values: jnp.ndarray, axis: int | tuple[int, ...], keepdims: bool =
 
 def isum(values: jnp.ndarray, axis: int | tuple[int, ...]) -> jnp.ndarray:
     """Exact sum of int32 values below 2**30 in magnitude, over at most 2**15 elements, as a
-    float32 carrier (rounded to nearest): high and low 15-bit parts are summed apart."""
+    float32 carrier rounded to nearest: high and low 15-bit parts are summed apart as int32, the
+    low sum's carry goes to the high one, and the total is cut at bit 23 into two parts that
+    float32 holds exactly, so that their one float add is the only rounding."""
     high = small_sum(values >> 15, axis)
     low = small_sum(values & 0x7FFF, axis)
-    return high.astype(jnp.float32) * 32768.0 + low.astype(jnp.float32)
+    high = high + (low >> 15)  # total = high * 2**15 + (low & 0x7FFF)
+    rest = ((high & 0xFF) << 15) + (low & 0x7FFF)  # below 2**23
+    return (high >> 8).astype(jnp.float32) * float(1 << 23) + rest.astype(jnp.float32)
 
 
 def _limbs(q: jnp.ndarray, bits: int) -> list[tuple[jnp.ndarray, float]]:
-    """q as float32 limbs of at most 8 bits and a sign, |limb| <= 128, with their weights:
-    q = sum(limb * weight). A product of two limbs is at most 2**14, so _DOT_CHUNK of them sum exactly."""
+    """q as limbs of at most 8 bits and a sign, with their weights: q = sum(limb * weight). An
+    8-bit q (|q| <= 127) is one int8 limb; a 16-bit q splits into float32 limbs, |limb| <= 128
+    (one more than int8 holds). A product of two limbs is at most 2**14, so _DOT_CHUNK of them
+    sum exactly in float32."""
     if bits <= 8:
-        return [(q.astype(jnp.float32), 1.0)]
+        return [(q.astype(jnp.int8), 1.0)]
     q = materialize(q)  # read by both limbs
     low = ((q + 128) & 255) - 128
     return [(((q - low) >> 8).astype(jnp.float32), 256.0), (low.astype(jnp.float32), 1.0)]
 
 
 def _exact_dot(a: jnp.ndarray, b: jnp.ndarray, dims) -> jnp.ndarray:
-    """dot_general of integer-valued float32 arrays whose partial sums float32 holds exactly (int8
-    limbs, or a distribution_dot's operands): contractions longer than _DOT_CHUNK are cut into
-    chunks whose exact float results are summed as int32."""
-    (ca, cb), _ = dims
+    """dot_general of integer-valued arrays as a float32 carrier: two int8 limbs as an int8 dot
+    with int32 sums (exact up to _INT8_DOT_MAX products), anything else (limbs or a
+    distribution_dot's operands) as float32 arrays whose partial sums float32 holds exactly:
+    contractions longer than _DOT_CHUNK are cut into chunks whose results are summed as int32.
+    Both give the same integers. The int8 dot is the faster on CPU, with YNNPACK's kernels
+    (Learner._compiler_options); a GPU keeps the float dots it was measured with."""
+    (ca, cb), (batch_a, _) = dims
     length = int(np.prod([a.shape[i] for i in ca]))
+    int8 = a.dtype == b.dtype == jnp.int8 and length <= _INT8_DOT_MAX and not batch_a and a.ndim == b.ndim == 2
+    if int8 and jax.default_backend() == "cpu":
+        if ca == (0,):
+            # (K, M) x (K, N): XLA's CPU int8 dot is several times slower contracting the first
+            # axis of its left operand; transposing that operand first costs little.
+            a, dims = materialize(a.T), (((1,), cb), ((), ()))
+        return lax.dot_general(a, b, dims, preferred_element_type=jnp.int32).astype(jnp.float32)
+    a, b = a.astype(jnp.float32), b.astype(jnp.float32)
     if length <= _DOT_CHUNK:
         return lax.dot_general(a, b, dims, precision=lax.Precision.HIGHEST)
     if len(ca) != 1:

@@ -9,9 +9,11 @@ with native numerics the replay engine runs `step` on both sides of the coder.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import hashlib
+import threading
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -123,19 +125,20 @@ class Learner:
         coder weights (B,T,V) before it, memory states for the next segment). The window is the
         inputs (B,M+T) or, with config.memory_cache, (inputs, memory states); states are None
         without it."""
-        return self._jit(self._train, "RBBBB", "RRRB", donate_argnums=0)
+        return self._jit(self._train, "RBBBB", "RRRB", donate_argnums=0, **self._compiler_options())
 
     @_shared
     def score(self):
         """(state, window, targets, mask, counts) -> (bits (B,T), coder weights (B,T,V), memory
         states) of the state's scoring parameters, with no update: a block-wise code's frozen model."""
-        return self._jit(self._score, "RBBBB", "RRB")
+        return self._jit(self._score, "RBBBB", "RRB", **self._compiler_options())
 
     @_shared
     def prefill(self):
         """(prepared variables, memory (B,M), or with memory_cache (memory, states)) -> cache
         for the segment that follows the memory."""
-        return self._jit(self._prefill_cached if _has_cache_methods(self.module) else self._prefill_window, "RB", "B")
+        prefill = self._prefill_cached if _has_cache_methods(self.module) else self._prefill_window
+        return self._jit(prefill, "RB", "B", **self._compiler_options())
 
     @_shared
     def prepare(self):
@@ -148,17 +151,24 @@ class Learner:
     def step(self):
         """(prepared variables, cache, tokens (B,), window position, counts) -> (coder weights (B,V) float32, cache)."""
         step = self._step_cached if _has_cache_methods(self.module) else self._step_window
-        return self._jit(step, "RBBRB", "RB", donate_argnums=1, **self._step_options())
+        return self._jit(step, "RBBRB", "RB", donate_argnums=1, **self._compiler_options(step=True))
 
-    def _step_options(self) -> dict:
-        """jit options for `step`. On CPU, XLA splits every reduction into a partial reduction
-        over windows of 32 elements and a reduction of those (for float sums' accuracy); on a
-        step's rows of one position per stream that doubles the programs XLA runs one after the
-        other, and with exact numerics (integer sums: the same in any order) the step runs about
-        25 % faster without it. Native numerics keep it: their floats, and so their files, depend on it."""
+    def _compiler_options(self, step: bool = False) -> dict:
+        """XLA options for exact numerics on CPU, whose integers do not depend on how XLA compiles
+        them (native numerics keep XLA's defaults: their floats, and so their files, depend on them):
+        - 8-bit dots run as YNNPACK int8 kernels (intmath._exact_dot), which XLA leaves off by
+          default and numerics.activate turns off for float fusions; XLA's own int8 dot widens
+          both operands to int32 first and runs about three times slower;
+        - a step does not split each reduction into a partial reduction over windows of 32
+          elements and a reduction of those (for float sums' accuracy): on a step's rows of one
+          position per stream that doubles the programs XLA runs one after the other, and the
+          step runs about 25 % faster without it."""
         if self.ops.name != "exact" or jax.default_backend() != "cpu":
             return {}
-        return {"compiler_options": {"xla_disable_hlo_passes": "tree_reduction_rewriter"}}
+        options = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+        if step:
+            options["xla_disable_hlo_passes"] = "tree_reduction_rewriter"
+        return {"compiler_options": options}
 
     @_shared
     def init(self):
@@ -363,13 +373,25 @@ def learner_for(
     if config.streams % devices:
         raise ConfigError(f"{config.streams} streams cannot be split evenly over {devices} devices: choose a divisor of {config.streams}")
     model = model_config(config)
-    learner = _cached_learner(model, module, optimizer, devices)  # positional, so every call shares one cache key
+    key = (model, module, optimizer, devices)
+    with _LEARNERS_LOCK:
+        learner = _LEARNERS.pop(key, None) or Learner.create(model, module, optimizer, devices)
+        _LEARNERS[key] = learner  # the most recently used last
+        evicted = _LEARNERS.popitem(last=False)[1] if len(_LEARNERS) > _MAX_LEARNERS else None
+    if evicted is not None:
+        # Each learner's compiled programs hold about a thousand memory mappings (Linux allows
+        # 65,530 by default), and the learner and its jitted methods form a reference cycle that
+        # only the cyclic garbage collector would free: a long sweep over configs ran out of
+        # mappings first. Dropping the evicted learner's programs frees them at once; a caller
+        # that still holds it compiles them again on its next call.
+        evicted.compiled.clear()
     return learner if model == config else learner.with_estimator(config)
 
 
-@functools.lru_cache(maxsize=16)
-def _cached_learner(config: Config, module: nn.Module | None, optimizer: optax.GradientTransformation | None, devices: int) -> Learner:
-    return Learner.create(config, module, optimizer, devices)
+# The learners learner_for made, least recently used first.
+_LEARNERS: collections.OrderedDict[tuple, Learner] = collections.OrderedDict()
+_MAX_LEARNERS = 16
+_LEARNERS_LOCK = threading.Lock()
 
 
 def params_digest(params: Any) -> bytes:

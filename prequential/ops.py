@@ -106,7 +106,7 @@ def _ln_of_log2(log2_fixed: jnp.ndarray) -> jnp.ndarray:
 
 
 class PreparedKernel(NamedTuple):
-    """A kernel as the exact product reads it: 8-bit columns (as float32) and their exponents.
+    """A kernel as the exact product reads it: 8-bit columns (int8) and their exponents.
     The decoder's steps through a segment all use the same parameters, so `Learner.prepare`
     makes these once per segment instead of once per step (most of a step's work otherwise)."""
 
@@ -116,7 +116,7 @@ class PreparedKernel(NamedTuple):
 
 def _prepare_kernel(kernel: jnp.ndarray) -> PreparedKernel:
     q, exponent = im.quantize(kernel, BITS_W, 0)
-    return PreparedKernel(q.astype(jnp.float32), exponent)
+    return PreparedKernel(q.astype(jnp.int8), exponent)
 
 
 def _dense_fwd(x, kernel, bias):

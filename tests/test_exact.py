@@ -82,6 +82,28 @@ def test_integer_dots_are_exact(bits_a, bits_b, length):
     assert np.abs(np.asarray(got, np.float64) - want).max() <= np.abs(want).max() * 2**-22
 
 
+_LAYOUTS = {"mk,kn": (((1,), (0,)), ((), ())), "mk,nk": (((1,), (1,)), ((), ())), "km,kn": (((0,), (0,)), ((), ()))}
+
+
+@pytest.mark.parametrize("dims", _LAYOUTS.values(), ids=_LAYOUTS.keys())
+@pytest.mark.parametrize("length", [200, 2100])
+def test_8_bit_dots_run_as_int8_dots_with_the_float_paths_integers(dims, length):
+    (ca, cb), _ = dims
+    a = RNG.integers(-127, 128, (length, 24) if ca == (0,) else (24, length))
+    b = RNG.integers(-127, 128, (length, 20) if cb == (0,) else (20, length))
+    want = np.einsum("ij,jk->ik" if ca == (1,) else "ji,jk->ik", a, b if cb == (0,) else b.T)
+    as_int8 = im._exact_dot(jnp.asarray(a, jnp.int8), jnp.asarray(b, jnp.int8), dims)
+    as_float = im._exact_dot(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32), dims)
+    assert np.array_equal(np.asarray(as_int8), np.asarray(as_float))
+    assert np.array_equal(np.asarray(as_int8, np.float64), want.astype(np.float32))  # one rounding, past 2**24
+    # On CPU a layer's product takes the int8 path: an int8 dot with int32 sums, not float limbs.
+    if jax.default_backend() != "cpu":
+        return
+    jaxpr = jax.make_jaxpr(lambda x, y: im.int_dot(x, 8, y, 8, dims))(jnp.asarray(a, jnp.int32), jnp.asarray(b, jnp.int32))
+    (dot,) = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert [v.aval.dtype for v in dot.invars] == [jnp.int8, jnp.int8] and dot.outvars[0].aval.dtype == jnp.int32
+
+
 def test_a_distribution_dot_is_one_exact_dot():
     # Attention probabilities (14 bits, summing to about 2**14 per row) times 8-bit values: one
     # float32 dot gives the exact integers, the same as the limb-wise int_dot.

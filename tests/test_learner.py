@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import math
+import weakref
 
 import jax
 import numpy as np
@@ -11,8 +13,9 @@ import pytest
 from conftest import CALIBRATED, CHANNELS, SAMPLE, TINY
 
 import prequential
+from prequential import learner as learner_module
 from prequential.counts import CountInputs
-from prequential.learner import Learner
+from prequential.learner import Learner, learner_for
 from prequential.optimizer import learning_rate
 from prequential.replay import Layout, train_pass
 from prequential.store import ArrayStore
@@ -112,13 +115,36 @@ def test_each_segment_trains_on_the_memory_states_the_step_before_returned():
         assert np.array_equal(given, returned)
 
 
-def test_only_exact_steps_compile_without_the_tree_reduction_rewriter():
-    # Native floats depend on XLA's passes, so a native step must compile as it always has (or its
-    # files stop decoding); integer sums do not, so an exact step drops the pass for speed.
-    def disabled(numerics: str) -> str:
-        options = Learner.create(TINY.replace(numerics=numerics))._step_options()
-        return options.get("compiler_options", {}).get("xla_disable_hlo_passes", "")
+def test_only_exact_programs_compile_with_int8_dot_kernels_and_steps_without_tree_reductions():
+    # Native floats depend on XLA's passes and kernels, so native programs must compile as they
+    # always have (or their files stop decoding); integers do not, so exact ones take YNNPACK's
+    # int8 dots, and an exact step drops the tree reduction pass, for speed.
+    def options(numerics: str, step: bool) -> dict:
+        return Learner.create(TINY.replace(numerics=numerics))._compiler_options(step).get("compiler_options", {})
 
-    assert disabled("native") == ""
-    # Only XLA's CPU compiler was measured faster without it; elsewhere exact steps keep it too.
-    assert disabled("exact") == ("tree_reduction_rewriter" if jax.default_backend() == "cpu" else "")
+    assert options("native", step=True) == options("native", step=False) == {}
+    # Only XLA's CPU compiler has these options (and was measured faster with them).
+    if jax.default_backend() == "cpu":
+        int8_dots = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+        assert options("exact", step=False) == int8_dots
+        assert options("exact", step=True) == {**int8_dots, "xla_disable_hlo_passes": "tree_reduction_rewriter"}
+    else:
+        assert options("exact", step=True) == {}
+
+
+def test_an_evicted_learner_frees_its_programs_without_the_garbage_collector():
+    # Compiled programs hold memory mappings, of which a process has a limited number; a sweep
+    # over configs must not keep every evicted learner's programs until a cyclic collection.
+    gc.disable()
+    try:
+        first = learner_for(TINY.replace(seed=7000))
+        program = weakref.ref(first.init)
+        first = None
+        for seed in range(7001, 7001 + learner_module._MAX_LEARNERS):
+            assert learner_for(TINY.replace(seed=seed)).init is not None  # a jitted function, kept by its learner
+        assert program() is None
+    finally:
+        gc.enable()
+    # The most recently used stay: the same learner again, its programs kept.
+    last = learner_for(TINY.replace(seed=7000 + learner_module._MAX_LEARNERS))
+    assert learner_for(TINY.replace(seed=7000 + learner_module._MAX_LEARNERS)) is last and "init" in last.compiled
