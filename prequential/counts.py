@@ -210,9 +210,12 @@ class Options(NamedTuple):
 
 
 def _zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """Zeros in memory that Linux may back with 2 MB pages (where transparent huge pages are on
-    request). The count tables are read and written at random: with 4 KB pages, the first touch
-    of every page is a fault, and most later reads miss the TLB. Untouched pages still cost nothing."""
+    """Zeros in shared anonymous memory, mapped lazily: untouched pages cost nothing. Linux backs
+    it with 2 MB pages only where shared memory may have them (transparent_hugepage/shmem_enabled,
+    `never` on most systems); then the first touch of a region zeroes 2 MB. NumPy's own zeros get
+    2 MB pages wherever transparent huge pages are on request, which made the default's tables
+    resident at once (peak RSS 2.4 against 0.9 GB) and a 10 KB compress 1.3-3.3 s slower, though
+    they make the lookups and updates faster (fewer TLB misses: 30 % in a loop over 24 KB of text)."""
     items = int(np.prod(shape))
     buffer = mmap.mmap(-1, max(items * np.dtype(dtype).itemsize, 1))
     if hasattr(mmap, "MADV_HUGEPAGE"):  # Linux only

@@ -61,9 +61,10 @@ def _shared(method):
 
     @functools.wraps(method)
     def get(self):
-        if name not in self.compiled:
-            self.compiled[name] = method(self)
-        return self.compiled[name]
+        value = self.compiled.get(name)  # read once: learner_for may clear the dict of an evicted learner
+        if value is None:
+            value = self.compiled[name] = method(self)
+        return value
 
     return property(get)
 
