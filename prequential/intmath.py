@@ -23,6 +23,7 @@ from __future__ import annotations
 import decimal
 import fractions
 import functools
+import platform
 
 import jax
 import jax.numpy as jnp
@@ -196,17 +197,25 @@ def _limbs(q: jnp.ndarray, bits: int) -> list[tuple[jnp.ndarray, float]]:
     return [(((q - low) >> 8).astype(jnp.float32), 256.0), (low.astype(jnp.float32), 1.0)]
 
 
+def int8_dots() -> bool:
+    """Whether 8-bit products run as int8 dots: on x86-64 CPUs, with YNNPACK's kernels
+    (Learner._compiler_options), where they are the faster and were checked bit-exact at every
+    ISA level. Elsewhere the float path: a GPU was measured with it, and on an emulated aarch64
+    CPU YNNPACK's int8 dots gave the default another fingerprint (the float path gives this
+    machine's)."""
+    return jax.default_backend() == "cpu" and platform.machine().lower() in ("x86_64", "amd64")
+
+
 def _exact_dot(a: jnp.ndarray, b: jnp.ndarray, dims) -> jnp.ndarray:
     """dot_general of integer-valued arrays as a float32 carrier: two int8 limbs as an int8 dot
     with int32 sums (exact up to _INT8_DOT_MAX products), anything else (limbs or a
     distribution_dot's operands) as float32 arrays whose partial sums float32 holds exactly:
     contractions longer than _DOT_CHUNK are cut into chunks whose results are summed as int32.
-    Both give the same integers. The int8 dot is the faster on CPU, with YNNPACK's kernels
-    (Learner._compiler_options); a GPU keeps the float dots it was measured with."""
+    Both give the same integers where int8_dots() allows the int8 dot."""
     (ca, cb), (batch_a, _) = dims
     length = int(np.prod([a.shape[i] for i in ca]))
     int8 = a.dtype == b.dtype == jnp.int8 and length <= _INT8_DOT_MAX and not batch_a and a.ndim == b.ndim == 2
-    if int8 and jax.default_backend() == "cpu":
+    if int8 and int8_dots():
         if ca == (0,):
             # (K, M) x (K, N): XLA's CPU int8 dot is several times slower contracting the first
             # axis of its left operand; transposing that operand first costs little.

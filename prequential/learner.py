@@ -24,7 +24,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import NamedSharding, PartitionSpec
 
-from prequential import programs
+from prequential import intmath, programs
 from prequential.config import NO_COUNTS, Config
 from prequential.counts import CountInputs
 from prequential.errors import ConfigError
@@ -157,7 +157,7 @@ class Learner:
     def _compiler_options(self, step: bool = False) -> dict:
         """XLA options for exact numerics on CPU, whose integers do not depend on how XLA compiles
         them (native numerics keep XLA's defaults: their floats, and so their files, depend on them):
-        - 8-bit dots run as YNNPACK int8 kernels (intmath._exact_dot), which XLA leaves off by
+        - 8-bit dots run as YNNPACK int8 kernels (intmath.int8_dots), which XLA leaves off by
           default and numerics.activate turns off for float fusions; XLA's own int8 dot widens
           both operands to int32 first and runs about three times slower;
         - a step does not split each reduction into a partial reduction over windows of 32
@@ -166,10 +166,10 @@ class Learner:
           step runs about 25 % faster without it."""
         if self.ops.name != "exact" or jax.default_backend() != "cpu":
             return {}
-        options = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+        options = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"} if intmath.int8_dots() else {}
         if step:
             options["xla_disable_hlo_passes"] = "tree_reduction_rewriter"
-        return {"compiler_options": options}
+        return {"compiler_options": options} if options else {}
 
     @_shared
     def init(self):

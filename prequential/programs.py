@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -40,10 +41,11 @@ _TRACING_SETTINGS = ("jax_enable_x64", "jax_threefry_partitionable", "jax_defaul
 
 def salt(description: str) -> bytes:
     """What every program of a learner depends on besides its function and argument shapes: the
-    replay code, the numeric libraries' versions (the header's digest of them), the backend, JAX's tracing settings, and
+    replay code, the numeric libraries' versions (the header's digest of them), the backend and machine, JAX's tracing settings, and
     `description` (the config)."""
     settings = ";".join(f"{name}={getattr(jax.config, name)}" for name in _TRACING_SETTINGS)
-    parts = [accounting.replay_source(), accounting.library_digest(), jax.default_backend(), settings, description]
+    backend = f"{jax.default_backend()} {platform.machine()}"  # a program's ops can depend on the machine (intmath.int8_dots)
+    parts = [accounting.replay_source(), accounting.library_digest(), backend, settings, description]
     return b"\0".join(part if isinstance(part, bytes) else part.encode() for part in parts)
 
 
