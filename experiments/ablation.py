@@ -26,9 +26,7 @@ from prequential.learner import learner_for
 from prequential.replay import Layout, train_pass
 from prequential.store import ArrayStore
 
-# Prose, an executable, a word list and a table. A worker loads every config's programs once per
-# file (learner_for keeps 16 learners), about 1,100 memory mappings each: five files a worker ran
-# out of Linux's 65,530.
+# Prose, an executable, a word list and a table: 21 configs on each, about 12 minutes on two cores.
 FILES = "canterbury/alice29.txt,broad/libXt.so.6.0.0,broad/american-english,broad/airports.csv"
 # Each lever of the default, and the settings that turn it off.
 LEVERS = [
