@@ -209,9 +209,10 @@ class Options(NamedTuple):
     own_order: int  # the byte order whose counts each stream keeps for itself, or 0
 
 
-# Inputs of this many tokens or more get their count tables in 2 MB pages (_zeros). Speed only:
-# the counts, and so the bits, are the same either way.
-HUGE_PAGES_FROM = 1 << 17
+# Inputs of this many tokens or more get their count tables in 2 MB pages (_zeros): about 65 s of
+# encoding for the default, so a process's first 2 MB pages (3-4 s here) cost less than they win.
+# Speed only: the counts, and so the bits, are the same either way.
+HUGE_PAGES_FROM = 1 << 19
 
 
 def _zeros(shape: tuple[int, ...], dtype, huge_pages: bool = False) -> np.ndarray:
@@ -219,11 +220,12 @@ def _zeros(shape: tuple[int, ...], dtype, huge_pages: bool = False) -> np.ndarra
     it uses. By default in shared anonymous memory, which Linux backs with 4 KB pages
     (transparent_hugepage/shmem_enabled is `never` on most systems). With `huge_pages` (Linux),
     in private memory that asks for 2 MB pages: fewer TLB misses make the lookups and updates
-    faster (the default encoded 150 KB 16 % faster and decoded it 13 % faster), but each first
-    touch zeroes 2 MB, so the default's 2 GB of tables become resident within its first few
-    hundred positions. A long input's hashes touch nearly every 4 KB page anyway (peak RSS 2.8
-    against 3.1 GB on 150 KB); a 10 KB one would hold 2 GB instead of 0.7 and start 1.3-3.3 s
-    slower, as it did with NumPy's zeros (which ask for 2 MB pages for every large array)."""
+    faster (in a warm process the default encoded 150 KB 16 % faster and decoded it 13 % faster),
+    but a process's first 2 MB pages are slow to get (touching the default's 2 GB of tables took
+    3-4 s against 1.1-1.3 s in 4 KB pages, on this project's virtual machine; 0.17 s the second
+    time), and each first touch makes 2 MB resident, so the tables are resident within the first
+    few hundred positions. A long input's hashes touch nearly every 4 KB page anyway; a short
+    one would hold 2 GB instead of its share of it."""
     items = int(np.prod(shape))
     size = max(items * np.dtype(dtype).itemsize, 1)
     if huge_pages and hasattr(mmap, "MADV_HUGEPAGE"):
