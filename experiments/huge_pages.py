@@ -3,9 +3,10 @@
 `counts.HUGE_PAGES_FROM` decides from which input length the count tables ask for 2 MB pages. For
 each size, the first BYTES of a file are compressed and then decompressed by the command
 (`prequential.cli.main`) in a fresh process pinned to one core, once with the tables in 4 KB pages
-and once in 2 MB pages (the threshold set to never or always in that process), 4 KB first. Wall seconds include start-up, with a warm compilation cache; the peak RSS is the
-process's. The files are the same either way, which is checked. Prints a Markdown table and
-writes docs/huge-pages.md. Usage:
+and once in 2 MB pages (the threshold set to never or always in that process), 4 KB first. Wall
+seconds include start-up, with a warm compilation cache; the peak RSS is the process's. The files
+are the same either way, which is checked. Prints a Markdown table and writes docs/huge-pages.md.
+Usage:
 
     python experiments/huge_pages.py [--file broad/iso_639-3.json] [--sizes 150000,300000,600000]
 """
