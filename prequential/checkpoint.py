@@ -115,9 +115,7 @@ def load(path: str | Path, identity: dict[str, Any], learner: Learner) -> tuple[
                 raise PrequentialError(f"checkpoint {str(path)!r} is for another run ({', '.join(differ)} differ); remove it to start over")
             paths, treedef = jax.tree_util.tree_flatten_with_path(learner.state_shape())
             state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(z[_state_key(path)]) for path, _ in paths])
-            # Sized for the tokens counted so far: a checkpoint does not record the run's length.
-            counted = int(z["counts.time"]) * learner.config.streams if "counts.time" in z else 0
-            counts = new_counts(learner.config, learner.config.streams, counted)
+            counts = new_counts(learner.config, learner.config.streams)
             if counts is not None:
                 for name in _COUNT_ARRAYS:
                     getattr(counts, name)[...] = z[f"counts.{name}"]

@@ -209,36 +209,22 @@ class Options(NamedTuple):
     own_order: int  # the byte order whose counts each stream keeps for itself, or 0
 
 
-# Inputs of this many tokens or more get their count tables in 2 MB pages (_zeros): about 65 s of
-# encoding for the default, so a process's first 2 MB pages (3-4 s here) cost less than they win.
-# Speed only: the counts, and so the bits, are the same either way.
-HUGE_PAGES_FROM = 1 << 19
-
-
-def _zeros(shape: tuple[int, ...], dtype, huge_pages: bool = False) -> np.ndarray:
-    """Zeros mapped lazily: untouched pages cost nothing, so a short input pays only for the rows
-    it uses. By default in shared anonymous memory, which Linux backs with 4 KB pages
-    (transparent_hugepage/shmem_enabled is `never` on most systems). With `huge_pages` (Linux),
-    in private memory that asks for 2 MB pages: fewer TLB misses make the lookups and updates
-    faster (in a warm process the default encoded 150 KB 16 % faster and decoded it 13 % faster),
-    but a process's first 2 MB pages are slow to get (touching the default's 2 GB of tables took
-    3-4 s against 1.1-1.3 s in 4 KB pages, on this project's virtual machine; 0.17 s the second
-    time), and each first touch makes 2 MB resident, so the tables are resident within the first
-    few hundred positions. A long input's hashes touch nearly every 4 KB page anyway; a short
-    one would hold 2 GB instead of its share of it."""
+def _zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """Zeros in shared anonymous memory, mapped lazily: untouched pages cost nothing. Linux backs
+    it with 2 MB pages only where shared memory may have them (transparent_hugepage/shmem_enabled,
+    `never` on most systems); then the first touch of a region zeroes 2 MB. NumPy's own zeros get
+    2 MB pages wherever transparent huge pages are on request, which made the default's tables
+    resident at once (peak RSS 2.4 against 0.9 GB) and a 10 KB compress 1.3-3.3 s slower, though
+    they make the lookups and updates faster (fewer TLB misses: 30 % in a loop over 24 KB of text)."""
     items = int(np.prod(shape))
-    size = max(items * np.dtype(dtype).itemsize, 1)
-    if huge_pages and hasattr(mmap, "MADV_HUGEPAGE"):
-        buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    buffer = mmap.mmap(-1, max(items * np.dtype(dtype).itemsize, 1))
+    if hasattr(mmap, "MADV_HUGEPAGE"):  # Linux only
         buffer.madvise(mmap.MADV_HUGEPAGE)
-    else:
-        buffer = mmap.mmap(-1, size)
     return np.frombuffer(buffer, dtype, items).reshape(shape)
 
 
 class ContextCounts:
-    def __init__(self, config: Config, streams: int, huge_pages: bool = False) -> None:
-        """Empty tables for `streams` streams; `huge_pages` for long inputs (_zeros)."""
+    def __init__(self, config: Config, streams: int) -> None:
         self.config = config
         # Per hashed channel, in the order _keys makes them: the bits of its keys, and whether it decays.
         # The stream's own order is keyed by the stream too: it gets the rows of a long context.
@@ -262,8 +248,8 @@ class ContextCounts:
         # bytes when it fits, which halves the memory.
         dtype = np.uint8 if config.count_limit <= 255 else np.uint16
         # Pages are mapped lazily (_zeros): small inputs only pay for the rows they use.
-        self.counts = _zeros((rows, config.vocab_size), dtype, huge_pages)
-        self.checks = _zeros((rows,), np.uint32, huge_pages)
+        self.counts = _zeros((rows, config.vocab_size), dtype)
+        self.checks = _zeros((rows,), np.uint32)
         self.context = np.zeros(streams, np.uint64)  # each stream's last 8 bytes, newest lowest
         self.word = np.zeros(streams, np.uint64)  # hash of the word being read, 0 between words
         self.previous_words = np.zeros((streams, 2), np.uint64)  # the last word, and the one before it

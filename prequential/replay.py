@@ -24,7 +24,7 @@ import numpy as np
 
 from prequential.coder import Coder
 from prequential.config import Config
-from prequential.counts import HUGE_PAGES_FROM, ContextCounts, CountInputs
+from prequential.counts import ContextCounts, CountInputs
 from prequential.errors import DesyncError
 from prequential.learner import Learner, TrainState, params_digest, with_memory
 from prequential.store import OffsetStore, TokenStore
@@ -174,9 +174,8 @@ class _Window:
         self.inputs[:, self.memory + 1 :] = self.start_symbol
 
 
-def new_counts(config: Config, streams: int, tokens: int) -> ContextCounts | None:
-    """Empty count tables for a pass over `tokens` tokens (a long one gets 2 MB pages), or None."""
-    return ContextCounts(config, streams, tokens >= HUGE_PAGES_FROM) if config.count_channels else None
+def new_counts(config: Config, streams: int) -> ContextCounts | None:
+    return ContextCounts(config, streams) if config.count_channels else None
 
 
 def _begin(learner: Learner, layout: Layout, carry: Carry | None, resume: BlockEnd | None, record: bool) -> BlockEnd:
@@ -187,7 +186,7 @@ def _begin(learner: Learner, layout: Layout, carry: Carry | None, resume: BlockE
         return BlockEnd(resume.next_segment, resume.carry, resume.ideal_bits, bits)
     # A pass starts from memory states of nothing, as its window starts from start symbols.
     if carry is None:
-        carry = Carry(learner.init(), new_counts(learner.config, layout.streams, layout.n_tokens), learner.initial_memory())
+        carry = Carry(learner.init(), new_counts(learner.config, layout.streams), learner.initial_memory())
     else:
         carry = Carry(carry.state, carry.counts, learner.initial_memory())
     return BlockEnd(0, carry, 0.0, np.zeros(layout.segments) if record else None)
@@ -458,7 +457,7 @@ def _train_on(learner: Learner, tokens: TokenStore, n_tokens: int, state: TrainS
     layout = Layout(n_tokens, config.streams, config.segment)
     previous = math.inf
     for _ in range(config.epochs):
-        bits, carry = train_pass(learner, layout, tokens, carry=Carry(state, new_counts(config, layout.streams, n_tokens)))
+        bits, carry = train_pass(learner, layout, tokens, carry=Carry(state, new_counts(config, layout.streams)))
         state, loss = carry.state, float(bits.sum())
         if stops_early(config, previous, loss):
             break

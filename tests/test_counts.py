@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import mmap
-import os
-
 import numpy as np
 import pytest
 from conftest import CHANNELS, TINY
 
 import prequential
 from prequential.config import NO_COUNTS
-from prequential.counts import _BYTE_CLASS, HUGE_PAGES_FROM, ContextCounts, CountInputs, image_layout
-from prequential.replay import new_counts
+from prequential.counts import _BYTE_CLASS, ContextCounts, CountInputs, image_layout
 
 
 def feed(counts: ContextCounts, text: bytes, streams: int = 1) -> np.ndarray:
@@ -33,38 +29,6 @@ def test_counts_use_bytes_when_they_fit_and_never_wrap(streams, limit, dtype):
     for _ in range(299 * streams):  # the first "a" has no "a" before it
         expected = (expected >> 1 if expected >= config.count_limit else expected) + 1
     assert found[0, 0, ord("a")] == expected <= limit
-
-
-def test_count_tables_in_huge_pages_count_the_same():
-    config = CHANNELS.replace(count_orders=6, count_words=2, count_columns=1, match_model=1)
-    text = b"one two three.\ntwo three four.\none two three" * 3
-    small, huge = ContextCounts(config, 2), ContextCounts(config, 2, huge_pages=True)
-    np.testing.assert_array_equal(feed(small, text, 2), feed(huge, text, 2))
-    np.testing.assert_array_equal(small.counts, huge.counts)
-    np.testing.assert_array_equal(small.checks, huge.checks)
-
-
-def _vm_flags(array: np.ndarray) -> set[str]:
-    """The kernel's flags of the mapping that holds `array` (/proc/self/smaps)."""
-    address, inside = array.ctypes.data, False
-    with open("/proc/self/smaps") as smaps:
-        for line in smaps:
-            fields = line.split()
-            if "-" in fields[0] and not fields[0].endswith(":"):
-                start, end = (int(x, 16) for x in fields[0].split("-"))
-                inside = start <= address < end
-            elif inside and fields[0] == "VmFlags:":
-                return set(fields[1:])
-    raise AssertionError("no mapping holds the array")
-
-
-@pytest.mark.skipif(not hasattr(mmap, "MADV_HUGEPAGE") or not os.path.exists("/proc/self/smaps"), reason="Linux's huge pages")
-def test_long_inputs_get_count_tables_in_private_memory_that_asks_for_huge_pages():
-    short, long = new_counts(TINY, 2, HUGE_PAGES_FROM - 1), new_counts(TINY, 2, HUGE_PAGES_FROM)
-    for table in (short.counts, short.checks):
-        assert {"sh", "hg"} & _vm_flags(table) == {"sh"}  # shared, no advice: 4 KB pages
-    for table in (long.counts, long.checks):
-        assert {"sh", "hg"} & _vm_flags(table) == {"hg"}  # private, huge pages asked for
 
 
 def test_long_contexts_decay_and_short_ones_do_not():
