@@ -6,9 +6,40 @@
 b'hello hello hello'
 """
 
-from prequential.api import compress, decode, decompress, encode
-from prequential.config import PRESETS, Config
-from prequential.errors import PrequentialError
-from prequential.measure import MeasureResult, measure
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prequential.api import compress, decode, decompress, encode
+    from prequential.config import PRESETS, Config
+    from prequential.errors import PrequentialError
+    from prequential.measure import MeasureResult, measure
+
+# Imported on first use (PEP 562), so that `import prequential.cli` does not import JAX before the
+# command has set up its process (__main__.py).
+_HOMES = {
+    "compress": "api",
+    "decode": "api",
+    "decompress": "api",
+    "encode": "api",
+    "PRESETS": "config",
+    "Config": "config",
+    "PrequentialError": "errors",
+    "MeasureResult": "measure",
+    "measure": "measure",
+}
 __all__ = ["PRESETS", "Config", "MeasureResult", "PrequentialError", "compress", "decode", "decompress", "encode", "measure"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'prequential' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"prequential.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

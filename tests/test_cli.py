@@ -227,3 +227,36 @@ def test_refuses_to_write_compressed_data_to_a_terminal(tmp_path):
     cmd = f"{sys.executable} -m prequential compress -q -o - x"
     done = subprocess.run(["script", "-qec", cmd, "/dev/null"], cwd=tmp_path, capture_output=True, timeout=120)
     assert done.returncode != 0 and b"terminal" in done.stdout
+
+
+LAZY = """
+import gc, sys
+import prequential
+assert "jax" not in sys.modules, "import prequential imported JAX"
+import prequential.cli
+threshold = gc.get_threshold()
+assert prequential.decompress(prequential.compress(b"lazy lazy", "tiny")) == b"lazy lazy"
+assert set(prequential.__all__) <= set(dir(prequential))
+try:
+    prequential.no_such_name
+except AttributeError:
+    pass
+else:
+    raise AssertionError("an unknown name resolved")
+print(threshold)
+"""
+
+
+def test_package_imports_lazily_and_only_the_command_changes_the_collector():
+    # The command sets the collector's thresholds before it imports JAX (__main__.py), which needs
+    # `import prequential` to import nothing heavy; a library import leaves the process as it was.
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", LAZY], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(__import__("gc").get_threshold())
+    # The command's entry with the CLI itself replaced by a probe of the collector.
+    probe = "import gc, prequential.cli as c; c.entry = lambda: print(gc.get_threshold()[0]); import prequential.__main__ as m; m.entry()"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 10 * __import__("gc").get_threshold()[0]
