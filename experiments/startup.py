@@ -4,8 +4,8 @@ Times `prequential compress` and `decompress` of the first BYTES of a corpus fil
 process pinned to one core, with the default preset: once with an empty cache (everything traced
 and compiled), then ROUNDS times with the cache that run filled. `--package ROOT` runs the command
 from another checkout (PYTHONPATH=ROOT, e.g. a `git worktree` of an earlier commit), so that two
-versions are timed side by side in one run. Prints a Markdown table and writes it to
-docs/startup.md. Usage:
+versions are timed side by side in one run, their warm runs taking turns. Prints a Markdown table
+and writes it to docs/startup.md. Usage:
 
     python experiments/startup.py [--bytes 10000] [--rounds 3] [--package ROOT ...]
 """
@@ -40,22 +40,30 @@ def commit(package: Path) -> str:
     return head + ("+" if dirty else "")
 
 
-def measure(package: Path, data: bytes, rounds: int) -> dict:
-    """Seconds of compress (empty cache, then warm) and decompress (warm) of `data`."""
+def measure(packages: list[Path], data: bytes, rounds: int) -> list[dict]:
+    """Seconds of compress and decompress of `data` for each checkout: with an empty cache, then
+    warm. The warm runs take the checkouts in turn, round after round, so that a change in the
+    machine's speed (it is shared) falls on all of them alike."""
     with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        env = {**os.environ, "PYTHONPATH": str(package), "PREQUENTIAL_CACHE": str(work / "cache")}
-        env.pop("JAX_COMPILATION_CACHE_DIR", None)
-        (work / "input").write_bytes(data)
         compress = ["compress", "-k", "-f", "input", "-o", "input.pq"]
         decompress = ["decompress", "-k", "-f", "input.pq", "-o", "output"]
-        cold = _time(compress, work, env)
-        cold_decompress = _time(decompress, work, env)
-        warm = [_time(compress, work, env) for _ in range(rounds)]
-        warm_decompress = [_time(decompress, work, env) for _ in range(rounds)]
-        if (work / "output").read_bytes() != data:
-            raise SystemExit("round trip failed")
-    return {"cold": cold, "cold_decompress": cold_decompress, "warm": warm, "warm_decompress": warm_decompress}
+        runs = []
+        for i, package in enumerate(packages):
+            work = Path(folder) / str(i)
+            work.mkdir()
+            env = {**os.environ, "PYTHONPATH": str(package), "PREQUENTIAL_CACHE": str(work / "cache")}
+            env.pop("JAX_COMPILATION_CACHE_DIR", None)
+            (work / "input").write_bytes(data)
+            cold = {"cold": _time(compress, work, env), "cold_decompress": _time(decompress, work, env), "warm": [], "warm_decompress": []}
+            runs.append((work, env, cold))
+        for _ in range(rounds):
+            for work, env, result in runs:
+                result["warm"].append(_time(compress, work, env))
+                result["warm_decompress"].append(_time(decompress, work, env))
+        for work, _, _ in runs:
+            if (work / "output").read_bytes() != data:
+                raise SystemExit("round trip failed")
+    return [result for _, _, result in runs]
 
 
 def main() -> None:
@@ -79,13 +87,12 @@ def main() -> None:
         "",
         f"The whole command in a fresh process on one core, default preset, on the first {len(data):,} bytes of {args.file}:",
         "wall seconds, import and exit included. Cold: an empty cache (`PREQUENTIAL_CACHE`), every program",
-        f"traced and compiled. Warm: the same cache afterwards, median (range) of {args.rounds} runs.",
+        f"traced and compiled. Warm: the same cache afterwards, median (range) of {args.rounds} runs, the checkouts in turn.",
         "",
         "| checkout | compress, cold | decompress, cold | compress, warm | decompress, warm |",
         "|---|---:|---:|---:|---:|",
     ]
-    for package in packages:
-        result = measure(package, data, args.rounds)
+    for package, result in zip(packages, measure(packages, data, args.rounds), strict=True):
         cells = [commit(package), f"{result['cold']:.2f}", f"{result['cold_decompress']:.2f}"]
         lines.append("| " + " | ".join([*cells, seconds(result["warm"]), seconds(result["warm_decompress"])]) + " |")
         print(lines[-1], flush=True)
