@@ -9,6 +9,8 @@ b'hello hello hello'
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -43,3 +45,16 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_HOMES])
+
+
+class _Package(types.ModuleType):
+    """`prequential.measure` is the function. The submodule of that name is bound here by the
+    import system when something first imports it, so keep the function then."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "measure" and isinstance(value, types.ModuleType):
+            value = value.measure
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

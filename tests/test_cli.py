@@ -233,8 +233,9 @@ LAZY = """
 import gc, sys
 import prequential
 assert "jax" not in sys.modules, "import prequential imported JAX"
-import prequential.cli
+import prequential.cli  # imports the submodule prequential.measure
 threshold = gc.get_threshold()
+assert prequential.measure.__name__ == "measure" and callable(prequential.measure), prequential.measure
 assert prequential.decompress(prequential.compress(b"lazy lazy", "tiny")) == b"lazy lazy"
 assert set(prequential.__all__) <= set(dir(prequential))
 try:
