@@ -54,8 +54,9 @@ def measure(packages: list[Path], data: bytes, rounds: int) -> list[dict]:
             env = {**os.environ, "PYTHONPATH": str(package), "PREQUENTIAL_CACHE": str(work / "cache")}
             env.pop("JAX_COMPILATION_CACHE_DIR", None)
             (work / "input").write_bytes(data)
-            cold = {"cold": _time(compress, work, env), "cold_decompress": _time(decompress, work, env), "warm": [], "warm_decompress": []}
-            runs.append((work, env, cold))
+            result = {"cold": _time(compress, work, env), "cold_decompress": _time(decompress, work, env)}
+            result |= {"warm": [], "warm_decompress": []}
+            runs.append((work, env, result))
         for _ in range(rounds):
             for work, env, result in runs:
                 result["warm"].append(_time(compress, work, env))

@@ -48,12 +48,12 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """`prequential.measure` is the function. The submodule of that name is bound here by the
-    import system when something first imports it, so keep the function then."""
+    """An exported name that is also a submodule's (`prequential.measure`, the function) stays the
+    export: the import system binds the submodule here when something first imports it."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "measure" and isinstance(value, types.ModuleType):
-            value = value.measure
+        if name in _HOMES and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
         super().__setattr__(name, value)
 
 

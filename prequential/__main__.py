@@ -4,10 +4,10 @@ import gc
 
 
 def entry() -> None:
-    # Importing JAX and loading the compiled programs allocate millions of objects that live as
-    # long as the process, and at its default thresholds Python's collector walks them again and
-    # again: 0.15-0.3 s of a command's start-up (docs/startup.md). The command makes little cyclic
-    # garbage, so it collects rarely. Set before the imports, which is why this is its own module.
+    # Importing JAX and loading the compiled programs allocate many objects that live as long as
+    # the process, and at its default thresholds Python's collector walks them again and again:
+    # 0.1-0.2 s of a command's start-up (docs/cli.md). The command makes little cyclic garbage, so
+    # it collects rarely. Set before the imports, which is why this is its own module.
     gc.set_threshold(50_000, 20, 100)
     from prequential.cli import entry as run_cli
 

@@ -251,13 +251,14 @@ print(threshold)
 def test_package_imports_lazily_and_only_the_command_changes_the_collector():
     # The command sets the collector's thresholds before it imports JAX (__main__.py), which needs
     # `import prequential` to import nothing heavy; a library import leaves the process as it was.
+    import gc
     import sys
 
     done = subprocess.run([sys.executable, "-c", LAZY], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(__import__("gc").get_threshold())
+    assert done.stdout.strip() == str(gc.get_threshold())
     # The command's entry with the CLI itself replaced by a probe of the collector.
     probe = "import gc, prequential.cli as c; c.entry = lambda: print(gc.get_threshold()[0]); import prequential.__main__ as m; m.entry()"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert int(done.stdout) > 10 * __import__("gc").get_threshold()[0]
+    assert int(done.stdout) > 10 * gc.get_threshold()[0]
