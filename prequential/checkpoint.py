@@ -50,6 +50,7 @@ _COUNT_ARRAYS = (
     "record_guess",
     "record_votes",
     "pixel",
+    "fields16",
     "record",
     "followed",
     "followed_one",

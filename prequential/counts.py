@@ -9,7 +9,11 @@ The model mixes both (model.py, `CountMixer`). The channels are
   two previous words with it. In CJK text, which has no spaces, the words are its characters;
 - column contexts (count_columns): the byte above (at the same column of the previous line, or
   none) with the last byte and with whether the line so far repeats the previous one's start, and
-  the byte above with the column. Word lists, tables, logs and indented code repeat by line;
+  the byte above with the column. Word lists, tables, logs and indented code repeat by line.
+  Fonts (TrueType, OpenType) and 16-bit audio (WAV, AIFF) have no lines but 16-bit fields: where
+  the first stream's first 12 bytes say the data is one (count_fields16), every stream's two
+  column channels key instead on the bytes 2, 4 and 6 back, and on the bytes 1, 3 and 5 back:
+  the same byte of the last three fields, and the other byte of them with the last byte;
 - record contexts (count_records): the bytes one and two record lengths back, with the last byte
   and together, for data made of fixed-length records (tables in executables, images). The record
   length is detected as paq8px's record model does: a byte value seen 4 times running at equal
@@ -80,6 +84,9 @@ _IMAGE_HEADER_BYTES = 64  # an image header must end within the first stream's f
 _IMAGE_KEY = np.uint64(1) << np.uint64(60)  # sets a gradient prediction's key apart from a record context's
 _PNM_BLANK = rb"(?:\s|#[^\n]*\n)+"  # whitespace and comments
 _PNM_HEADER = re.compile(rb"P([56])" + _PNM_BLANK + rb"(\d+)" + _PNM_BLANK + rb"\d+" + _PNM_BLANK + rb"(\d+)\s")
+_FIELDS16_HEAD = 12  # the bytes `has_fields16` reads
+# sfnt fonts (TrueType 1.0, OpenType with CFF outlines, Apple TrueType, a collection), then WAV and AIFF audio.
+_FIELDS16_MAGIC = re.compile(rb"(?:\x00\x01\x00\x00|OTTO|true|ttcf).{8}|RIFF.{4}WAVE|FORM.{4}AIF[FC]", re.DOTALL)
 
 
 def _byte_classes() -> np.ndarray:
@@ -125,6 +132,12 @@ def image_layout(head: bytes) -> tuple[int, int]:
         if bits in (8, 24, 32) and 0 < width < 1 << 16:
             return (width * bits + 31) // 32 * 4, bits // 8
     return 0, 0
+
+
+def has_fields16(head: bytes) -> bool:
+    """Whether data whose first bytes are `head` (exactly _FIELDS16_HEAD of them) is a font or
+    audio file, made of 16-bit fields."""
+    return _FIELDS16_MAGIC.fullmatch(head) is not None
 
 
 class CountInputs(NamedTuple):
@@ -187,6 +200,7 @@ class Tables(NamedTuple):
     nest: np.ndarray
     depth: np.ndarray
     pixel: np.ndarray
+    fields16: np.ndarray
 
 
 class Options(NamedTuple):
@@ -273,6 +287,7 @@ class ContextCounts:
         self.nest = np.zeros(streams, np.uint64)  # open brackets and quotes (count_nest), 3 bits each, innermost lowest
         self.depth = np.zeros(streams, np.int64)  # how many are open
         self.pixel = np.zeros(streams, np.int64)  # bytes per pixel of an image whose header gave the record length, else 0
+        self.fields16 = np.zeros(streams, np.bool_)  # whether the column channels key on 16-bit fields (has_fields16)
         # The position whose counts the next lookup gives. A pass over more data (given data first)
         # goes on counting from here, so its matches may point back into the earlier data.
         self.time = 0
@@ -303,6 +318,8 @@ class ContextCounts:
             row, pixel = image_layout(self.recent[0, : self.time + 1].tobytes())
             if row:
                 self.record[:], self.pixel[:] = row, pixel
+        if self.config.count_fields16 and self.time == _FIELDS16_HEAD - 1:
+            self.fields16[:] = has_fields16(self.recent[0, :_FIELDS16_HEAD].tobytes())
         self.time += 1
 
     def _tables(self) -> Tables:
@@ -322,6 +339,7 @@ class ContextCounts:
 
 _U8, _U16, _U24, _U32 = np.uint64(8), np.uint64(16), np.uint64(24), np.uint64(32)
 _BYTE, _PAIR = np.uint64(0xFF), np.uint64(0xFFFF)
+_BYTES_246, _BYTES_135 = np.uint64(0xFF00FF00FF00), np.uint64(0xFF00FF00FF)  # of a context, newest byte lowest
 
 
 @numba.njit(cache=True)
@@ -383,7 +401,10 @@ def _lookup(options, time, tables, row_base, shifts, found, summary, rows, check
                 keys[h + 1 + i] = w
             h += n_words + 1
         above[b] = 256
-        if columns:
+        if columns and tables.fields16[b]:  # the same byte, and the other one, of the last 3 fields
+            keys[h], keys[h + 1] = ctx & _BYTES_246, ctx & _BYTES_135
+            h += 2
+        elif columns:
             above[b] = _above(tables, time, b)
             column = np.uint64(min(time - tables.line_start[b], 255))
             keys[h] = np.uint64(above[b]) | (left << np.uint64(9)) | (np.uint64(tables.same_line[b]) << np.uint64(17))
