@@ -7,6 +7,7 @@ The model mixes both (model.py, `CountMixer`). The channels are
 - sparse contexts (count_sparse): the 2nd last byte; the 2nd and 3rd last bytes;
 - word contexts (count_words): the current word so far, the previous word with it, and (2) the
   two previous words with it. In CJK text, which has no spaces, the words are its characters;
+  Indic scripts and Korean, written in 3-byte characters too, put spaces between their words;
 - column contexts (count_columns): the byte above (at the same column of the previous line, or
   none) with the last byte and with whether the line so far repeats the previous one's start, and
   the byte above with the column. Word lists, tables, logs and indented code repeat by line.
@@ -497,7 +498,8 @@ def _update(options, time, tables, decays, rows, check, above, streams, tokens):
             # A UTF-8 character of 3 or 4 bytes starting after another multi-byte one also ends
             # the word: CJK text has no spaces, so its words would run to the next punctuation;
             # so they are its characters (a Latin-1 letter after an ASCII one is not such a start).
-            starts = token >= 0xE0 and np.uint64(0x80) <= last < np.uint64(0xC0)
+            # Not after a character of a script that has spaces: there the words are words.
+            starts = token >= 0xE0 and np.uint64(0x80) <= last < np.uint64(0xC0) and not _spaced_script(context[b])
             if (not in_word or starts) and word[b] != 0:
                 previous_words[b, 1], previous_words[b, 0] = previous_words[b, 0], word[b]
             w = np.uint64(0) if starts else word[b]
@@ -534,6 +536,16 @@ def _update(options, time, tables, decays, rows, check, above, streams, tokens):
             slot = np.int64((own * _ROW_HASH) >> np.uint64(match_shift))
             match_at[b] = at + 1 if right else match_table[slot]
             match_table[slot] = (b << _POSITION_BITS) | (time + 1)
+
+
+@numba.njit(cache=True)
+def _spaced_script(context):
+    """Whether the last bytes of `context` are a character of a script that puts spaces between
+    its words: an Indic one (U+0900-U+0DFF) or a Hangul syllable (U+AC00-U+D7A3)."""
+    lead, second = (context >> _U16) & _BYTE, (context >> _U8) & _BYTE
+    if lead == 0xE0:
+        return 0xA4 <= second <= 0xB7
+    return (lead == 0xEA and second >= 0xB0) or lead == 0xEB or lead == 0xEC or (lead == 0xED and second < 0x9F)
 
 
 @numba.njit(cache=True)

@@ -341,3 +341,17 @@ def test_cjk_characters_are_words_and_latin1_letters_are_not_split():
     zhong, wen = "中".encode(), "文".encode()
     assert word_after(zhong + wen) == (word_after(wen)[0], word_after(zhong)[0])  # the last character, after the one before
     assert word_after(b"caf\xe9")[0] != word_after(b"\xe9")[0]  # Latin-1: "\xe9" after an ASCII letter goes on the word
+
+
+@pytest.mark.parametrize("word", ["தமிழ்", "मराठी", "한국어"])
+def test_indic_and_korean_words_run_to_the_space(word):
+    """Tamil, Devanagari and Hangul are written in 3-byte characters, as CJK is, but with spaces."""
+    config = TINY.replace(**NO_COUNTS).replace(count_words=2)
+    counts = ContextCounts(config, 1)
+    feed(counts, word.encode())
+    whole_word, after_space = int(counts.word[0]), ContextCounts(config, 1)
+    feed(after_space, ("x " + word).encode())
+    assert after_space.word[0] == whole_word  # one word from the space on
+    last_character = ContextCounts(config, 1)
+    feed(last_character, word[-1].encode())
+    assert whole_word != int(last_character.word[0])  # not just the last character, as in CJK
