@@ -51,6 +51,7 @@ _COUNT_ARRAYS = (
     "record_votes",
     "pixel",
     "fields16",
+    "utf16",
     "record",
     "followed",
     "followed_one",

@@ -7,7 +7,9 @@ The model mixes both (model.py, `CountMixer`). The channels are
 - sparse contexts (count_sparse): the 2nd last byte; the 2nd and 3rd last bytes;
 - word contexts (count_words): the current word so far, the previous word with it, and (2) the
   two previous words with it. In CJK text, which has no spaces, the words are its characters;
-  Indic scripts and Korean, written in 3-byte characters too, put spaces between their words;
+  Indic scripts and Korean, written in 3-byte characters too, put spaces between their words.
+  In UTF-16 text (its first 2 bytes are a byte-order mark) the words and the shape context (below)
+  skip the zero bytes, half of those of a Latin text, so they see what they see in UTF-8;
 - column contexts (count_columns): the byte above (at the same column of the previous line, or
   none) with the last byte and with whether the line so far repeats the previous one's start, and
   the byte above with the column. Word lists, tables, logs and indented code repeat by line.
@@ -85,6 +87,7 @@ _IMAGE_HEADER_BYTES = 64  # an image header must end within the first stream's f
 _IMAGE_KEY = np.uint64(1) << np.uint64(60)  # sets a gradient prediction's key apart from a record context's
 _PNM_BLANK = rb"(?:\s|#[^\n]*\n)+"  # whitespace and comments
 _PNM_HEADER = re.compile(rb"P([56])" + _PNM_BLANK + rb"(\d+)" + _PNM_BLANK + rb"\d+" + _PNM_BLANK + rb"(\d+)\s")
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # little- and big-endian
 _FIELDS16_HEAD = 12  # the bytes `has_fields16` reads
 # sfnt fonts (TrueType 1.0, OpenType with CFF outlines, Apple TrueType, a collection), then WAV and AIFF audio.
 _FIELDS16_MAGIC = re.compile(rb"(?:\x00\x01\x00\x00|OTTO|true|ttcf).{8}|RIFF.{4}WAVE|FORM.{4}AIF[FC]", re.DOTALL)
@@ -202,6 +205,7 @@ class Tables(NamedTuple):
     depth: np.ndarray
     pixel: np.ndarray
     fields16: np.ndarray
+    utf16: np.ndarray
 
 
 class Options(NamedTuple):
@@ -289,6 +293,7 @@ class ContextCounts:
         self.depth = np.zeros(streams, np.int64)  # how many are open
         self.pixel = np.zeros(streams, np.int64)  # bytes per pixel of an image whose header gave the record length, else 0
         self.fields16 = np.zeros(streams, np.bool_)  # whether the column channels key on 16-bit fields (has_fields16)
+        self.utf16 = np.zeros(streams, np.bool_)  # whether the data is UTF-16 text, by its byte-order mark
         # The position whose counts the next lookup gives. A pass over more data (given data first)
         # goes on counting from here, so its matches may point back into the earlier data.
         self.time = 0
@@ -321,6 +326,8 @@ class ContextCounts:
                 self.record[:], self.pixel[:] = row, pixel
         if self.config.count_fields16 and self.time == _FIELDS16_HEAD - 1:
             self.fields16[:] = has_fields16(self.recent[0, :_FIELDS16_HEAD].tobytes())
+        if self.time == 1:
+            self.utf16[:] = self.recent[0, :2].tobytes() in _UTF16_BOMS
         self.time += 1
 
     def _tables(self) -> Tables:
@@ -492,7 +499,8 @@ def _update(options, time, tables, decays, rows, check, above, streams, tokens):
                     counts[row, v] >>= 1
             counts[row, token] += 1
         symbol = np.uint64(token)
-        if n_words:
+        skip_zero = token == 0 and tables.utf16[b]  # UTF-16's zero bytes: words and shapes read past them
+        if n_words and not skip_zero:
             last = context[b] & _BYTE
             in_word = (ord("a") <= (token | 0x20) <= ord("z")) or token >= 128
             # A UTF-8 character of 3 or 4 bytes starting after another multi-byte one also ends
@@ -519,7 +527,7 @@ def _update(options, time, tables, decays, rows, check, above, streams, tokens):
         if nesting:
             _follow_nesting(tables, b, token)
         context[b] = (context[b] << _U8) | symbol
-        if shape_on:
+        if shape_on and not skip_zero:
             tables.shape[b] = ((tables.shape[b] << np.uint64(4)) | _BYTE_CLASS[token]) & np.uint64(0xFFFFFFFF)
         recent[b, time % recent.shape[1]] = token
     if match:  # after every stream's ring holds this position

@@ -288,6 +288,22 @@ def test_16_bit_contexts_predict_audio_better_and_round_trip():
     assert prequential.decompress(prequential.compress(audio, TINY)) == audio
 
 
+@pytest.mark.parametrize(("bom", "encoding"), [(b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")])
+def test_in_utf16_text_words_and_shapes_skip_the_zero_bytes(bom, encoding):
+    config = TINY.replace(**NO_COUNTS).replace(count_words=2, count_shape=1)
+
+    def state(data: bytes) -> tuple[int, int, int]:
+        counts = ContextCounts(config, 1)
+        feed(counts, data)
+        return int(counts.word[0]), int(counts.previous_words[0, 0]), int(counts.shape[0])
+
+    text = " the cat sat"
+    assert state(bom + text.encode(encoding)) == state(b"xy" + text.encode())  # as in UTF-8, after 2 other bytes
+    assert state(b"xy" + text.encode(encoding)) != state(b"xy" + text.encode())  # no mark: zero bytes end words
+    data = bom + (text * 50).encode(encoding)
+    assert prequential.decompress(prequential.compress(data, TINY)) == data
+
+
 def test_the_shape_context_generalizes_over_letters_and_digits():
     config = TINY.replace(**NO_COUNTS).replace(count_orders=3, count_shape=1)
     counts = ContextCounts(config, 1)
