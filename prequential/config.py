@@ -32,8 +32,8 @@ class Config:
     count_sparse: int = 1  # 1: also the 2nd last byte, and the 2nd and 3rd last bytes
     count_words: int = 2  # 1: also the current word, and the previous word with it; 2: also the two previous words with it
     count_columns: int = 1  # 1: also the byte above (same column, previous line) with the last byte, and with the column
-    # 1: in a font or 16-bit audio (its first 12 bytes say so), the two column channels key instead
-    # on the bytes 2, 4 and 6 back and on the bytes 1, 3 and 5 back: the data's 16-bit fields.
+    # 1: in a font or 16-bit audio (its first 12 bytes say so), the column and word channels key
+    # instead on the data's 16- and 32-bit fields (counts.py).
     count_fields16: int = 1
     count_records: int = 1  # 1: also the bytes one and two detected record lengths back, with the last byte and together
     count_indirect: int = 1  # 1: also the last two bytes with the two bytes that followed them the last two times; 2: also the last byte

@@ -13,10 +13,12 @@ The model mixes both (model.py, `CountMixer`). The channels are
 - column contexts (count_columns): the byte above (at the same column of the previous line, or
   none) with the last byte and with whether the line so far repeats the previous one's start, and
   the byte above with the column. Word lists, tables, logs and indented code repeat by line.
-  Fonts (TrueType, OpenType) and 16-bit audio (WAV, AIFF) have no lines but 16-bit fields: where
-  the first stream's first 12 bytes say the data is one (count_fields16), every stream's two
-  column channels key instead on the bytes 2, 4 and 6 back, and on the bytes 1, 3 and 5 back:
-  the same byte of the last three fields, and the other byte of them with the last byte;
+  Fonts (TrueType, OpenType) and 16-bit audio (WAV, AIFF) have no lines and no words but 16-bit
+  fields: where the first stream's first 12 bytes say the data is one (count_fields16), every
+  stream's two column channels key instead on the bytes 2, 4 and 6 back, and on the bytes 1, 3
+  and 5 back: the same byte of the last three fields, and the other byte of them with the last
+  byte; and its word channels on the bytes 2 and 4 back, 1 and 3 back, and 4 and 8 back (the same
+  byte of the last two 32-bit fields);
 - record contexts (count_records): the bytes one and two record lengths back, with the last byte
   and together, for data made of fixed-length records (tables in executables, images). The record
   length is detected as paq8px's record model does: a byte value seen 4 times running at equal
@@ -348,6 +350,7 @@ class ContextCounts:
 _U8, _U16, _U24, _U32 = np.uint64(8), np.uint64(16), np.uint64(24), np.uint64(32)
 _BYTE, _PAIR = np.uint64(0xFF), np.uint64(0xFFFF)
 _BYTES_246, _BYTES_135 = np.uint64(0xFF00FF00FF00), np.uint64(0xFF00FF00FF)  # of a context, newest byte lowest
+_FIELD_WORDS = np.array([0xFF00FF00, 0xFF00FF, 0xFF000000FF000000], np.uint64)  # bytes 2 and 4, 1 and 3, 4 and 8 back
 
 
 @numba.njit(cache=True)
@@ -401,7 +404,11 @@ def _lookup(options, time, tables, row_base, shifts, found, summary, rows, check
         if sparse:  # skip the last byte: the 2nd last; the 2nd and 3rd last
             keys[h], keys[h + 1] = (ctx >> _U8) & _BYTE, (ctx >> _U8) & _PAIR
             h += 2
-        if n_words:
+        if n_words and tables.fields16[b]:  # fields, not words: see the column contexts
+            for i in range(n_words + 1):
+                keys[h + i] = ctx & _FIELD_WORDS[i]
+            h += n_words + 1
+        elif n_words:
             w = tables.word[b]
             keys[h] = w
             for i in range(n_words):

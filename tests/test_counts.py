@@ -275,6 +275,31 @@ def test_in_a_font_the_column_channels_key_on_the_last_three_16_bit_fields():
     assert plain[0] != same_bytes[0]  # no font or audio: the byte above, as in text
 
 
+def test_in_a_font_the_word_channels_key_on_16_and_32_bit_fields():
+    config = TINY.replace(**NO_COUNTS).replace(count_orders=1, count_words=2)
+    base = bytes(range(0x10, 0x19))  # no letters: no words to read
+
+    def changes(back: int, head: bytes = WAV_HEAD) -> list[bool]:
+        """Which word channels key on the byte `back` positions back."""
+        rows = []
+        for data in (base, base[:-back] + bytes([base[-back] ^ 1]) + base[len(base) - back + 1 :]):
+            counts = ContextCounts(config, 1)
+            feed(counts, head + data)
+            rows.append(counts.lookup().rows[0, 1:4])
+        return list(rows[0] != rows[1])
+
+    # The bytes 2 and 4 back; 1 and 3 back; 4 and 8 back.
+    assert [changes(back) for back in (1, 2, 3, 4, 5, 8)] == [
+        [False, True, False],
+        [True, False, False],
+        [False, True, False],
+        [True, False, True],
+        [False, False, False],
+        [False, False, True],
+    ]
+    assert changes(2, head=b"hello, world") == [False] * 3  # no font or audio: words
+
+
 def sine_wav(samples: int) -> bytes:
     """16-bit mono PCM audio of a slow sine, after a WAV header's first 12 bytes."""
     wave = np.round(12000 * np.sin(np.arange(samples) * 0.05)).astype("<i2")
