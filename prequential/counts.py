@@ -91,8 +91,8 @@ _PNM_BLANK = rb"(?:\s|#[^\n]*\n)+"  # whitespace and comments
 _PNM_HEADER = re.compile(rb"P([56])" + _PNM_BLANK + rb"(\d+)" + _PNM_BLANK + rb"\d+" + _PNM_BLANK + rb"(\d+)\s")
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # little- and big-endian
 _FIELDS16_HEAD = 12  # the bytes `has_fields16` reads
-# sfnt fonts (TrueType 1.0, OpenType with CFF outlines, Apple TrueType, a collection), then WAV and AIFF audio.
-_FIELDS16_MAGIC = re.compile(rb"(?:\x00\x01\x00\x00|OTTO|true|ttcf).{8}|RIFF.{4}WAVE|FORM.{4}AIF[FC]", re.DOTALL)
+_FONT_TAGS = (b"\x00\x01\x00\x00", b"OTTO", b"true")  # TrueType 1.0, OpenType with CFF outlines, Apple TrueType
+_AUDIO_HEADER = re.compile(rb"RIFF.{4}WAVE|FORM.{4}AIF[FC]", re.DOTALL)
 
 
 def _byte_classes() -> np.ndarray:
@@ -141,9 +141,18 @@ def image_layout(head: bytes) -> tuple[int, int]:
 
 
 def has_fields16(head: bytes) -> bool:
-    """Whether data whose first bytes are `head` (exactly _FIELDS16_HEAD of them) is a font or
-    audio file, made of 16-bit fields."""
-    return _FIELDS16_MAGIC.fullmatch(head) is not None
+    """Whether data whose first bytes are `head` (exactly _FIELDS16_HEAD of them) is made of 16-bit
+    fields: WAV or AIFF audio, or a font whose table directory (or collection header) is
+    consistent, so that a text starting with "true" is not taken for one."""
+    if len(head) != _FIELDS16_HEAD:
+        return False
+    if head.startswith(b"ttcf"):
+        version, fonts = int.from_bytes(head[4:8], "big"), int.from_bytes(head[8:12], "big")
+        return version in (0x10000, 0x20000) and 0 < fonts < 1 << 16
+    if head[:4] in _FONT_TAGS:  # the table count, and the binary-search fields derived from it
+        tables, search, selector, shift = (int.from_bytes(head[i : i + 2], "big") for i in range(4, 12, 2))
+        return 1 << selector <= tables < 2 << selector and search == 16 << selector and shift == 16 * tables - search
+    return _AUDIO_HEADER.fullmatch(head) is not None
 
 
 class CountInputs(NamedTuple):

@@ -249,6 +249,8 @@ WAV_HEAD = b"RIFF\x24\x00\x01\x00WAVE"
         (b"RIFF\x24\x00\x01\x00AVI ", False),  # a video, not audio
         (b"\x7fELF\x02\x01\x01" + bytes(5), False),
         (b"\x00\x01\x00\x00", False),  # not 12 bytes yet
+        (b"true, false\n", False),  # text, not an Apple TrueType table directory
+        (b"\x00\x01\x00\x00\x00\x12\x01\x00\x00\x04\x00\x30", False),  # its fields disagree
         (b"hello, world", False),
     ],
 )
