@@ -303,7 +303,7 @@ class ContextCounts:
         self.nest = np.zeros(streams, np.uint64)  # open brackets and quotes (count_nest), 3 bits each, innermost lowest
         self.depth = np.zeros(streams, np.int64)  # how many are open
         self.pixel = np.zeros(streams, np.int64)  # bytes per pixel of an image whose header gave the record length, else 0
-        self.fields16 = np.zeros(streams, np.bool_)  # whether the column channels key on 16-bit fields (has_fields16)
+        self.fields16 = np.zeros(streams, np.bool_)  # whether the column and word channels key on fields (has_fields16)
         self.utf16 = np.zeros(streams, np.bool_)  # whether the data is UTF-16 text, by its byte-order mark
         # The position whose counts the next lookup gives. A pass over more data (given data first)
         # goes on counting from here, so its matches may point back into the earlier data.
