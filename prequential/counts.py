@@ -6,8 +6,9 @@ The model mixes both (model.py, `CountMixer`). The channels are
 - byte contexts: the last k bytes, for k = 1..count_orders;
 - sparse contexts (count_sparse): the 2nd last byte; the 2nd and 3rd last bytes;
 - word contexts (count_words): the current word so far, the previous word with it, and (2) the
-  two previous words with it. In CJK text, which has no spaces, the words are its characters;
-  Indic scripts and Korean, written in 3-byte characters too, put spaces between their words.
+  two previous words with it. In CJK text, which has no spaces, the words are its characters,
+  but a run of Japanese kana is one word; Indic scripts and Korean, written in 3-byte characters
+  too, put spaces between their words.
   In UTF-16 text (its first 2 bytes are a byte-order mark) the words and the shape context (below)
   skip the zero bytes, half of those of a Latin text, so they see what they see in UTF-8;
 - column contexts (count_columns): the byte above (at the same column of the previous line, or
@@ -522,8 +523,8 @@ def _update(options, time, tables, decays, rows, check, above, streams, tokens):
             # A UTF-8 character of 3 or 4 bytes starting after another multi-byte one also ends
             # the word: CJK text has no spaces, so its words would run to the next punctuation;
             # so they are its characters (a Latin-1 letter after an ASCII one is not such a start).
-            # Not after a character of a script that has spaces: there the words are words.
-            starts = token >= 0xE0 and np.uint64(0x80) <= last < np.uint64(0xC0) and not _spaced_script(context[b])
+            # Not where the word goes on (_word_goes_on): spaced scripts, runs of Japanese kana.
+            starts = token >= 0xE0 and np.uint64(0x80) <= last < np.uint64(0xC0) and not _word_goes_on(context[b], token)
             if (not in_word or starts) and word[b] != 0:
                 previous_words[b, 1], previous_words[b, 0] = previous_words[b, 0], word[b]
             w = np.uint64(0) if starts else word[b]
@@ -563,10 +564,15 @@ def _update(options, time, tables, decays, rows, check, above, streams, tokens):
 
 
 @numba.njit(cache=True)
-def _spaced_script(context):
-    """Whether the last bytes of `context` are a character of a script that puts spaces between
-    its words: an Indic one (U+0900-U+0DFF) or a Hangul syllable (U+AC00-U+D7A3)."""
+def _word_goes_on(context, token):
+    """Whether a character of 3 or 4 bytes that starts with `token`, after the one that ends
+    `context`, goes on its word: after a character of a script that puts spaces between its words,
+    an Indic one (U+0900-U+0DFF) or a Hangul syllable (U+AC00-U+D7A3); and in Japanese, a kana
+    (U+3040-U+30FF) or CJK punctuation after a kana, so that a run of kana (an inflection, a
+    particle) is one word."""
     lead, second = (context >> _U16) & _BYTE, (context >> _U8) & _BYTE
+    if lead == 0xE3 and 0x81 <= second <= 0x83:
+        return token == 0xE3
     if lead == 0xE0:
         return 0xA4 <= second <= 0xB7
     return (lead == 0xEA and second >= 0xB0) or lead == 0xEB or lead == 0xEC or (lead == 0xED and second < 0x9F)

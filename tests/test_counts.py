@@ -384,6 +384,10 @@ def test_cjk_characters_are_words_and_latin1_letters_are_not_split():
     zhong, wen = "中".encode(), "文".encode()
     assert word_after(zhong + wen) == (word_after(wen)[0], word_after(zhong)[0])  # the last character, after the one before
     assert word_after(b"caf\xe9")[0] != word_after(b"\xe9")[0]  # Latin-1: "\xe9" after an ASCII letter goes on the word
+    kana_run, kanji = word_after("ています".encode()), word_after("漢字".encode())
+    assert kana_run[0] == word_after(" ています".encode())[0] != word_after("す".encode())[0]  # a run of kana is one word
+    assert kanji == (word_after("字".encode())[0], word_after("漢".encode())[0])  # kanji stay characters
+    assert word_after("ます漢".encode()) == (word_after("漢".encode())[0], word_after("ます".encode())[0])  # a kanji after kana starts one
 
 
 @pytest.mark.parametrize("word", ["தமிழ்", "मराठी", "한국어"])
