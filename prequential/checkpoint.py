@@ -52,6 +52,7 @@ _COUNT_ARRAYS = (
     "pixel",
     "fields16",
     "utf16",
+    "nul_lines",
     "record",
     "followed",
     "followed_one",

@@ -13,7 +13,9 @@ The model mixes both (model.py, `CountMixer`). The channels are
   skip the zero bytes, half of those of a Latin text, so they see what they see in UTF-8;
 - column contexts (count_columns): the byte above (at the same column of the previous line, or
   none) with the last byte and with whether the line so far repeats the previous one's start, and
-  the byte above with the column. Word lists, tables, logs and indented code repeat by line.
+  the byte above with the column. Word lists, tables, logs and indented code repeat by line. In a
+  GNU message catalog (.mo, found from its first 4 bytes) a zero byte ends a line too: its
+  strings, sorted ones among them, end with one.
   Fonts (TrueType, OpenType) and 16-bit audio (WAV, AIFF) have no lines and no words but 16-bit
   fields: where the first stream's first 12 bytes say the data is one (count_fields16), every
   stream's two column channels key instead on the bytes 2, 4 and 6 back, and on the bytes 1, 3
@@ -91,6 +93,7 @@ _IMAGE_KEY = np.uint64(1) << np.uint64(60)  # sets a gradient prediction's key a
 _PNM_BLANK = rb"(?:\s|#[^\n]*\n)+"  # whitespace and comments
 _PNM_HEADER = re.compile(rb"P([56])" + _PNM_BLANK + rb"(\d+)" + _PNM_BLANK + rb"\d+" + _PNM_BLANK + rb"(\d+)\s")
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # little- and big-endian
+_CATALOG_MAGICS = (b"\xde\x12\x04\x95", b"\x95\x04\x12\xde")  # a GNU message catalog (.mo), either byte order
 _FIELDS16_HEAD = 12  # the bytes `has_fields16` reads
 _FONT_TAGS = (b"\x00\x01\x00\x00", b"OTTO", b"true")  # TrueType 1.0, OpenType with CFF outlines, Apple TrueType
 _AUDIO_HEADER = re.compile(rb"RIFF.{4}WAVE|FORM.{4}AIF[FC]", re.DOTALL)
@@ -218,6 +221,7 @@ class Tables(NamedTuple):
     pixel: np.ndarray
     fields16: np.ndarray
     utf16: np.ndarray
+    nul_lines: np.ndarray
 
 
 class Options(NamedTuple):
@@ -306,6 +310,7 @@ class ContextCounts:
         self.pixel = np.zeros(streams, np.int64)  # bytes per pixel of an image whose header gave the record length, else 0
         self.fields16 = np.zeros(streams, np.bool_)  # whether the column and word channels key on fields (has_fields16)
         self.utf16 = np.zeros(streams, np.bool_)  # whether the data is UTF-16 text, by its byte-order mark
+        self.nul_lines = np.zeros(streams, np.bool_)  # whether a zero byte ends a line (a message catalog)
         # The position whose counts the next lookup gives. A pass over more data (given data first)
         # goes on counting from here, so its matches may point back into the earlier data.
         self.time = 0
@@ -340,6 +345,8 @@ class ContextCounts:
             self.fields16[:] = has_fields16(self.recent[0, :_FIELDS16_HEAD].tobytes())
         if self.time == 1:
             self.utf16[:] = self.recent[0, :2].tobytes() in _UTF16_BOMS
+        if self.time == 3:
+            self.nul_lines[:] = self.recent[0, :4].tobytes() in _CATALOG_MAGICS
         self.time += 1
 
     def _tables(self) -> Tables:
@@ -531,7 +538,7 @@ def _update(options, time, tables, decays, rows, check, above, streams, tokens):
             word[b] = w * _WORD_HASH + (symbol | np.uint64(0x20)) if in_word else np.uint64(0)
         if columns:
             same_line[b] = same_line[b] and above[b] == token
-            if token == ord("\n"):
+            if token == ord("\n") or (token == 0 and tables.nul_lines[b]):
                 above_start[b], line_start[b], same_line[b] = line_start[b], time + 1, True
         if records:
             _follow_records(tables, time, b, token)

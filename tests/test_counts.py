@@ -122,6 +122,17 @@ def test_column_contexts_read_the_byte_above_and_whether_the_line_repeats():
     assert shorter._above()[0] == 256  # the previous line has no fifth byte
 
 
+@pytest.mark.parametrize("magic", [b"\xde\x12\x04\x95", b"\x95\x04\x12\xde"])
+def test_in_a_message_catalog_a_zero_byte_ends_a_line(magic):
+    config = TINY.replace(**NO_COUNTS).replace(count_orders=1, count_columns=1)
+    catalog = ContextCounts(config, 1)
+    feed(catalog, magic + b"abcd\0abxy\0ab")
+    assert catalog._above()[0] == ord("x")  # the previous string's third byte
+    other = ContextCounts(config, 1)
+    feed(other, b"\x00\x01\x02\x03abcd\0abxy\0ab")
+    assert other._above()[0] == 256  # elsewhere a zero byte is no line end
+
+
 def test_record_length_is_detected_from_repeating_distances():
     config = TINY.replace(**NO_COUNTS).replace(count_orders=1, count_records=1)
     rng = np.random.default_rng(0)

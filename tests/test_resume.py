@@ -102,8 +102,8 @@ def test_a_checkpoint_restores_every_count_array(tmp_path):
     config = BLOCKS.replace(count_indirect=2, count_shape=1, count_order0=1, count_nest=1, count_select=1)
     # It ends inside a word, inside a bracket left open, on a repeat of records 4 and 5 that the match model follows.
     text = b"".join(b"%04d,(%02d) word\n" % (i, i * 7 % 13) for i in range(120)) + b"0003,(08 word\n0004,(02) word\n0005,(09) wo"
-    # An image header, a font's start and UTF-16's byte-order mark each set arrays that the others leave alone.
-    heads = (b"P6\n4 3\n255\n" + bytes(range(36)), b"OTTO\x00\x0c\x00\x80\x00\x03\x00\x40", b"\xff\xfe")
+    # An image header, a font's start, UTF-16's byte-order mark and a message catalog's magic each set arrays that the others leave alone.
+    heads = (b"P6\n4 3\n255\n" + bytes(range(36)), b"OTTO\x00\x0c\x00\x80\x00\x03\x00\x40", b"\xff\xfe", b"\xde\x12\x04\x95")
     streams = config.streams
     learner = learner_for(config)
     moved = set()
