@@ -88,7 +88,7 @@ _RECORD_GAPS = 3  # a byte value seen at equal distances this many times running
 _RECORD_VOTES = 8  # the lead in votes that makes a distance the record length
 _POSITION_BITS = 40  # a pointer into the ring of recent tokens is stream << 40 | position
 _POSITIONS = (1 << _POSITION_BITS) - 1
-_IMAGE_HEADER_BYTES = 64  # an image header must end within the first stream's first bytes
+_HEAD_BYTES = 64  # the first stream's first bytes that say what the data is (an image header must end within them)
 _IMAGE_KEY = np.uint64(1) << np.uint64(60)  # sets a gradient prediction's key apart from a record context's
 _PNM_BLANK = rb"(?:\s|#[^\n]*\n)+"  # whitespace and comments
 _PNM_HEADER = re.compile(rb"P([56])" + _PNM_BLANK + rb"(\d+)" + _PNM_BLANK + rb"\d+" + _PNM_BLANK + rb"(\d+)\s")
@@ -337,17 +337,24 @@ class ContextCounts:
         streams = np.flatnonzero(active).astype(np.int64)
         tokens = np.asarray(tokens, np.int64)
         _update(self._options, self.time, self._tables(), self._decays, found.rows, found.check, found.above, streams, tokens)
-        if self.config.count_records and self.time < _IMAGE_HEADER_BYTES and not self.pixel[0]:
-            row, pixel = image_layout(self.recent[0, : self.time + 1].tobytes())
+        if self.time < _HEAD_BYTES:
+            self._read_head(self.recent[0, : self.time + 1].tobytes())
+        self.time += 1
+
+    def _read_head(self, head: bytes) -> None:
+        """What the first stream's first bytes say about the data, for every stream, as each of
+        them becomes known: an image's rows, a font's or audio's fields, UTF-16's byte-order mark,
+        a message catalog's magic."""
+        if self.config.count_records and not self.pixel[0]:
+            row, pixel = image_layout(head)
             if row:
                 self.record[:], self.pixel[:] = row, pixel
-        if self.config.count_fields16 and self.time == _FIELDS16_HEAD - 1:
-            self.fields16[:] = has_fields16(self.recent[0, :_FIELDS16_HEAD].tobytes())
-        if self.time == 1:
-            self.utf16[:] = self.recent[0, :2].tobytes() in _UTF16_BOMS
-        if self.time == 3:
-            self.nul_lines[:] = self.recent[0, :4].tobytes() in _CATALOG_MAGICS
-        self.time += 1
+        if self.config.count_fields16 and len(head) == _FIELDS16_HEAD:
+            self.fields16[:] = has_fields16(head)
+        if len(head) == 2:
+            self.utf16[:] = head in _UTF16_BOMS
+        if len(head) == 4:
+            self.nul_lines[:] = head in _CATALOG_MAGICS
 
     def _tables(self) -> Tables:
         return Tables(*(getattr(self, name) for name in Tables._fields))
