@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--bytes", type=int, default=100_000, help="the first this many bytes of each file")
     per_file_options(parser)
     args = parser.parse_args()
-    files = [corpus_path(name, BROAD) for name in args.files.split(",")]
+    files = [corpus_path(name, {"broad": BROAD}) for name in args.files.split(",")]
     columns = per_file(__file__, files, args, lambda path: file_column(path, args.bytes), ["--bytes", str(args.bytes)])
     names = [path.name for path in files]
     files_option = "" if args.files == FILES else f" --files {args.files}"

@@ -3,9 +3,11 @@
 A user picks a compressor on their own files, so this runs on two corpora: every file listed in
 ../shared/corpora/SOURCES.md, and the broad corpus that experiments/corpus.py builds from pinned
 packages (executables, libraries, source code, markup, tables, logs, JSON, non-English and CJK text,
-an image; listed in its MANIFEST.json). A file that is missing or differs from its listed SHA-256 is
-named in the output instead. For each file, whole or cut to the first N bytes (--prefix, e.g. 100000
-or whole,100000 for both), it reports bits per byte (our header included) for each preset with its
+an image; listed in its MANIFEST.json); with --corpus probes, also on corpus.py's probe set of more
+kinds (fonts, 16-bit audio, message catalogs, UTF-16, Japanese and Chinese text, base64, sequence
+formats). A file that is missing or differs from its listed SHA-256 is named in the output
+instead. For each file, whole or cut to the first N bytes (--prefix, e.g. 100000 or whole,100000
+for both), it reports bits per byte (our header included) for each preset with its
 encode and decode speed (one process, one XLA thread, compilation excluded, round trip checked),
 and the size and compression speed of gzip -9, bzip2 -9, xz -9e, zstd -19 --long, brotli -q 11,
 7z PPMd (-m0=PPMd -mx=9), zpaq -m5 and paq8px -8L, all measured in the same run. Missing Debian
@@ -13,7 +15,7 @@ peers are installed with apt-get when possible; paq8px is not packaged: build it
 source (github.com/hxim/paq8px) outside this repository and point PAQ8PX at the binary (or put it on
 PATH). Peers that cannot be found are printed and named in the output. Writes docs/benchmarks.md.
 
-    python experiments/bench_ratio.py [--presets default,strong|none] [--corpus shared,broad]
+    python experiments/bench_ratio.py [--presets default,strong|none] [--corpus shared,broad,probes]
         [--prefix whole,100000] [--jobs 2] [--files canterbury/alice29.txt,broad/make,...]
         [--peers "gzip -9,zpaq -m5,..."|all]
 """
@@ -33,7 +35,7 @@ import time
 from pathlib import Path
 
 from common import CORPORA, DOCS, corpus_files, corpus_path, jobs_note, per_file, per_file_options, provenance
-from corpus import BROAD, ENTRIES
+from corpus import BROAD, SETS
 
 # name -> (Debian package, or None where Debian has none; binary; command writing {out} from {src}, {bin} the binary)
 PEERS = {
@@ -119,51 +121,57 @@ def ours(config_name: str, data: bytes) -> dict:
     }
 
 
-def broad_files(folder: Path) -> tuple[list[Path], list[str]]:
-    """The broad-corpus files that match both MANIFEST.json and the digests pinned in corpus.py, and a
-    note for each expected file that is missing or differs."""
+def built_files(name: str, folder: Path) -> tuple[list[Path], list[str]]:
+    """The files of corpus.py's set `name`, built in `folder`, that match both MANIFEST.json and the
+    digests pinned in corpus.py, and a note for each expected file that is missing or differs."""
     manifest = folder / "MANIFEST.json"
     if not manifest.is_file():
-        return [], [f"the broad corpus ({folder}) is not built: run experiments/corpus.py"]
+        return [], [f"the {name} corpus ({folder}) is not built: run experiments/corpus.py --set {name}"]
     listed = json.loads(manifest.read_text())
-    pins = {entry.name: entry.sha256 for entry in ENTRIES}
-    files, problems = [], [f"broad/{note}" for note in listed.get("left_out", [])]
+    pins = {entry.name: entry.sha256 for entry in SETS[name][0]}
+    files, problems = [], [f"{name}/{note}" for note in listed.get("left_out", [])]
     for item in listed["files"]:
         path = folder / item["file"]
         if pins.get(item["file"]) != item["sha256"]:
-            problems.append(f"broad/{item['file']} is listed with a digest that corpus.py does not pin")
+            problems.append(f"{name}/{item['file']} is listed with a digest that corpus.py does not pin")
         elif not path.is_file():
-            problems.append(f"broad/{item['file']} is missing")
+            problems.append(f"{name}/{item['file']} is missing")
         elif hashlib.sha256(path.read_bytes()).hexdigest() != item["sha256"]:
-            problems.append(f"broad/{item['file']} differs from MANIFEST.json")
+            problems.append(f"{name}/{item['file']} differs from MANIFEST.json")
         else:
             files.append(path)
     return files, problems
 
 
-def label(path: Path, broad: Path) -> str:
-    return f"broad/{path.name}" if path.parent == broad else f"{path.parent.name}/{path.name}"
+def label(path: Path, folders: dict[str, Path]) -> str:
+    """broad/NAME or probes/NAME for a file of a built set, CORPUS/NAME for a shared one."""
+    corpus = next((name for name, folder in folders.items() if path.parent == folder), path.parent.name)
+    return f"{corpus}/{path.name}"
 
 
-def kinds(broad: Path) -> dict[str, str]:
-    """Label -> kind of file: the manifest's kind for the broad corpus, the corpus name for the shared ones."""
-    manifest = broad / "MANIFEST.json"
-    items = json.loads(manifest.read_text())["files"] if manifest.is_file() else []
-    return {f"broad/{item['file']}": item["kind"] for item in items}
+def manifests(folders: dict[str, Path]) -> dict[str, dict]:
+    """Label -> MANIFEST.json item, for every file of the built sets."""
+    found = {}
+    for name, folder in folders.items():
+        manifest = folder / "MANIFEST.json"
+        for item in json.loads(manifest.read_text())["files"] if manifest.is_file() else []:
+            found[f"{name}/{item['file']}"] = item
+    return found
 
 
-def measure_file(path: Path, presets: list[str], peers: dict[str, str], prefixes: list[int], broad: Path) -> dict:
+def measure_file(path: Path, presets: list[str], peers: dict[str, str], prefixes: list[int], folders: dict[str, Path]) -> dict:
     """The table, speed and peer-speed rows of one file, for each prefix length (0: the whole file;
     a prefix as long as the file is the whole file, measured once)."""
     whole = path.read_bytes()
-    kind = kinds(broad).get(label(path, broad), path.parent.name)
+    item = manifests(folders).get(label(path, folders))
+    kind = item["kind"] if item else path.parent.name
     rows, speeds, peer_speeds = [], [], []
     for prefix in prefixes:
         if prefix and prefix >= len(whole) and 0 in prefixes:
             continue
         data = whole[:prefix] if prefix else whole
         n = len(data)
-        name = label(path, broad) + (f" [:{prefix:,}]" if prefix and prefix < len(whole) else "")
+        name = label(path, folders) + (f" [:{prefix:,}]" if prefix and prefix < len(whole) else "")
         mine = {p: ours(p, data) for p in presets}
         with tempfile.TemporaryDirectory() as tmp:
             src = Path(tmp) / path.name  # the same name as the whole file: archivers store it
@@ -181,37 +189,36 @@ def measure_file(path: Path, presets: list[str], peers: dict[str, str], prefixes
     return {"rows": rows, "speeds": speeds, "peer_speeds": peer_speeds}
 
 
-def corpus_note(broad: Path, shown: set[str]) -> str:
-    """The broad corpus's files as measured: kind, size, where each came from, what was done to it."""
-    manifest = broad / "MANIFEST.json"
-    if not manifest.is_file():
+def corpus_note(folders: dict[str, Path], shown: set[str]) -> str:
+    """The built sets' files as measured: kind, size, where each came from, what was done to it."""
+    items = [item for name, item in manifests(folders).items() if name in shown]
+    if not items:
         return ""
     lines = [
-        "\n## The broad corpus (experiments/corpus.py, from pinned packages)\n\n",
+        "\n## Files from pinned packages (experiments/corpus.py)\n\n",
         "| file | kind | bytes | package | path in the package | transformation | SHA-256 |\n|---|---|---:|---|---|---|---|\n",
     ]
-    for item in json.loads(manifest.read_text())["files"]:
-        if f"broad/{item['file']}" in shown:
-            source = f"{item['registry']} {item['package']} {item['version']}"
-            lines.append(
-                f"| {item['file']} | {item['kind']} | {item['bytes']:,} | {source} | {item['member']} "
-                f"| {item['transform']} | {item['sha256'][:16]}… |\n"
-            )
+    for item in items:
+        source = f"{item['registry']} {item['package']} {item['version']}"
+        lines.append(
+            f"| {item['file']} | {item['kind']} | {item['bytes']:,} | {source} | {item['member']} "
+            f"| {item['transform']} | {item['sha256'][:16]}… |\n"
+        )
     return "".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="default", help="comma-separated presets, or none (peers only)")
-    parser.add_argument("--corpus", default="shared,broad", help="shared (../shared/corpora), broad (corpus.py's), or both")
+    parser.add_argument("--corpus", default="shared,broad", help="comma-separated: shared (../shared/corpora), broad, probes")
     parser.add_argument("--broad", default=str(BROAD), help="the folder that experiments/corpus.py built")
     parser.add_argument("--prefix", default="whole", help="comma-separated: whole, or a byte count to cut every file to")
-    parser.add_argument("--files", help="comma-separated paths under the corpora, broad/NAME for the broad corpus (default: all)")
+    parser.add_argument("--files", help="comma-separated paths under the corpora, broad/NAME or probes/NAME for corpus.py's (default: all)")
     parser.add_argument("--peers", default="all", help="comma-separated peer names (as in the table), or all")
     per_file_options(parser)
     parser.add_argument("--out", default=str(DOCS / "benchmarks.md"))
     args = parser.parse_args()
-    broad = Path(args.broad).resolve()
+    folders = {name: folder.resolve() for name, (_, folder) in SETS.items()} | {"broad": Path(args.broad).resolve()}
     found, absent = ensure_peers()
     if args.peers != "all":
         chosen = args.peers.split(",")
@@ -223,18 +230,18 @@ def main() -> None:
         print("Peers not found: " + "; ".join(f"{k}: {v}" for k, v in absent.items()), flush=True)
     if args.files:
         names = args.files.split(",")
-        files = [corpus_path(f, broad) for f in names]
+        files = [corpus_path(f, folders) for f in names]
         problems = []
     else:
         files, problems = [], []
         for corpus in args.corpus.split(","):
-            more, notes = {"shared": corpus_files, "broad": lambda: broad_files(broad)}[corpus]()
+            more, notes = corpus_files() if corpus == "shared" else built_files(corpus, folders[corpus])
             files, problems = files + more, problems + notes
     presets = [] if args.presets == "none" else args.presets.split(",")
     prefixes = [0 if size == "whole" else int(size) for size in args.prefix.split(",")]
-    options = ["--presets", args.presets, "--prefix", args.prefix, "--broad", str(broad), "--peers", args.peers]
-    results = per_file(__file__, files, args, lambda path: measure_file(path, presets, found, prefixes, broad), options)
-    shown = {label(path, broad) for path in files}
+    options = ["--presets", args.presets, "--prefix", args.prefix, "--broad", str(folders["broad"]), "--peers", args.peers]
+    results = per_file(__file__, files, args, lambda path: measure_file(path, presets, found, prefixes, folders), options)
+    shown = {label(path, folders) for path in files}
     head = "| file | kind | bytes | " + " | ".join([*(f"**{p}**" for p in presets), *found]) + " | best peer |\n"
     head += "|---|---|---:|" + "---:|" * (len(presets) + len(found) + 1) + "\n"
     versions = "; ".join(f"{name}: {peer_version(name, path)}" for name, path in found.items())
@@ -269,7 +276,7 @@ def main() -> None:
             if found
             else ""
         )
-        + corpus_note(broad, shown)
+        + corpus_note(folders, shown)
     )
     Path(args.out).write_text(text)
     print("\n" + text)

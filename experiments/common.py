@@ -40,10 +40,11 @@ def corpus_files() -> tuple[list[Path], list[str]]:
     return files, problems
 
 
-def corpus_path(name: str, broad: Path) -> Path:
-    """A file as the benchmarks name it: a path under the corpora, or broad/NAME in the broad
-    corpus that experiments/corpus.py built in `broad`."""
-    return broad / name.removeprefix("broad/") if name.startswith("broad/") else CORPORA / name
+def corpus_path(name: str, folders: dict[str, Path]) -> Path:
+    """A file as the benchmarks name it: a path under the corpora, or SET/NAME in a set that
+    experiments/corpus.py built (folders: set name -> where it was built)."""
+    corpus, _, rest = name.partition("/")
+    return folders[corpus] / rest if corpus in folders else CORPORA / name
 
 
 def provenance(threads: int) -> str:

