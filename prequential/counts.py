@@ -21,7 +21,10 @@ The model mixes both (model.py, `CountMixer`). The channels are
   stream's two column channels key instead on the bytes 2, 4 and 6 back, and on the bytes 1, 3
   and 5 back: the same byte of the last three fields, and the other byte of them with the last
   byte; and its word channels on the bytes 2 and 4 back, 1 and 3 back, and 4 and 8 back (the same
-  byte of the last two 32-bit fields);
+  byte of the last two 32-bit fields). A message catalog's first part is such fields too: tables of
+  32-bit lengths and offsets, and a hash table. In a catalog, a stream whose last 8 bytes hold at
+  least 3 zero bytes (the high bytes of small 32-bit numbers; the strings have one zero byte each)
+  keys its column and word channels on the fields, and on lines and words elsewhere;
 - record contexts (count_records): the bytes one and two record lengths back, with the last byte
   and together, for data made of fixed-length records (tables in executables, images). The record
   length is detected as paq8px's record model does: a byte value seen 4 times running at equal
@@ -94,6 +97,7 @@ _PNM_BLANK = rb"(?:\s|#[^\n]*\n)+"  # whitespace and comments
 _PNM_HEADER = re.compile(rb"P([56])" + _PNM_BLANK + rb"(\d+)" + _PNM_BLANK + rb"\d+" + _PNM_BLANK + rb"(\d+)\s")
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # little- and big-endian
 _CATALOG_MAGICS = (b"\xde\x12\x04\x95", b"\x95\x04\x12\xde")  # a GNU message catalog (.mo), either byte order
+_TABLE_ZEROS = 3  # in a catalog, this many zero bytes among the last 8 mean its tables (2 and 4 did worse)
 _FIELDS16_HEAD = 12  # the bytes `has_fields16` reads
 _FONT_TAGS = (b"\x00\x01\x00\x00", b"OTTO", b"true")  # TrueType 1.0, OpenType with CFF outlines, Apple TrueType
 _AUDIO_HEADER = re.compile(rb"RIFF.{4}WAVE|FORM.{4}AIF[FC]", re.DOTALL)
@@ -408,6 +412,15 @@ def _above(tables: tuple, time: int, stream: int) -> int:
 
 
 @numba.njit(cache=True)
+def _zero_bytes(context: np.uint64) -> int:
+    """How many of the 8 bytes of a context are zero."""
+    zeros = 0
+    for i in range(8):
+        zeros += (context >> np.uint64(8 * i)) & _BYTE == 0
+    return zeros
+
+
+@numba.njit(cache=True)
 def _lookup(options, time, tables, row_base, shifts, found, summary, rows, check, above):
     orders, sparse, n_words, columns, records = options.orders, options.sparse, options.words, options.columns, options.records
     indirect, shape_on, order0, nesting, match = options.indirect, options.shape, options.order0, options.nest, options.match
@@ -419,6 +432,7 @@ def _lookup(options, time, tables, row_base, shifts, found, summary, rows, check
     for b in range(len(context)):
         ctx = context[b]
         left = ctx & _BYTE
+        fields = tables.fields16[b] or (tables.nul_lines[b] and _zero_bytes(ctx) >= _TABLE_ZEROS)
         h = 0
         for k in range(1, orders + 1):
             keys[h] = ctx & ((np.uint64(1) << np.uint64(8 * k)) - np.uint64(1))
@@ -428,7 +442,7 @@ def _lookup(options, time, tables, row_base, shifts, found, summary, rows, check
         if sparse:  # skip the last byte: the 2nd last; the 2nd and 3rd last
             keys[h], keys[h + 1] = (ctx >> _U8) & _BYTE, (ctx >> _U8) & _PAIR
             h += 2
-        if n_words and tables.fields16[b]:  # fields, not words: see the column contexts
+        if n_words and fields:  # fields, not words: see the column contexts
             for i in range(n_words + 1):
                 keys[h + i] = ctx & _FIELD_WORDS[i]
             h += n_words + 1
@@ -440,7 +454,7 @@ def _lookup(options, time, tables, row_base, shifts, found, summary, rows, check
                 keys[h + 1 + i] = w
             h += n_words + 1
         above[b] = 256
-        if columns and tables.fields16[b]:  # the same byte, and the other one, of the last 3 fields
+        if columns and fields:  # the same byte, and the other one, of the last 3 fields
             keys[h], keys[h + 1] = ctx & _BYTES_246, ctx & _BYTES_135
             h += 2
         elif columns:

@@ -288,6 +288,29 @@ def test_in_a_font_the_column_channels_key_on_the_last_three_16_bit_fields():
     assert plain[0] != same_bytes[0]  # no font or audio: the byte above, as in text
 
 
+def test_in_a_message_catalogs_tables_the_channels_key_on_fields():
+    config = TINY.replace(**NO_COUNTS).replace(count_orders=1, count_words=2, count_columns=1)
+    magic = b"\xde\x12\x04\x95"
+
+    def rows(head: bytes, data: bytes) -> np.ndarray:
+        counts = ContextCounts(config, 1)
+        feed(counts, head + data)
+        return counts.lookup().rows[0, 1:]  # the word and column channels
+
+    # The last 8 bytes decide: with at least 3 zero bytes the catalog's channels key on fields as
+    # a font's do (the same keys, so the same rows); with fewer, on words and lines.
+    for data, tables in [(b"\x07\x00\x00\x00\x1c\x00\x00\x00", True), (b"ab\0\x05c\0d\0e", True), (b"abc\0def\0gh", False)]:
+        font, catalog = rows(WAV_HEAD, data), rows(magic, data)
+        assert (list(font) == list(catalog)) == tables, data
+    plain = rows(b"\x00\x01\x02\x03", b"\x07\x00\x00\x00\x1c\x00\x00\x00")
+    assert list(plain) != list(rows(WAV_HEAD, b"\x07\x00\x00\x00\x1c\x00\x00\x00"))  # not a catalog: words and lines
+    strings = [b"apple", b"banana", b"cherry"] * 30
+    table = b"".join(len(text).to_bytes(4, "little") + (900 + 7 * i).to_bytes(4, "little") for i, text in enumerate(strings))
+    data = magic + table + b"\0".join(strings) + b"\0"
+    blob = prequential.compress(data, TINY)
+    assert len(blob) < len(data) and prequential.decompress(blob) == data  # coded (not stored), and decoded
+
+
 def test_in_a_font_the_word_channels_key_on_16_and_32_bit_fields():
     config = TINY.replace(**NO_COUNTS).replace(count_orders=1, count_words=2)
     base = bytes(range(0x10, 0x19))  # no letters: no words to read
