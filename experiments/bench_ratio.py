@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import CORPORA, DOCS, corpus_files, corpus_path, jobs_note, per_file, per_file_options, provenance
+from common import CORPORA, DOCS, corpus_files, corpus_label, corpus_path, jobs_note, per_file, per_file_options, provenance
 from corpus import BROAD, SETS
 
 # name -> (Debian package, or None where Debian has none; binary; command writing {out} from {src}, {bin} the binary)
@@ -143,12 +143,6 @@ def built_files(name: str, folder: Path) -> tuple[list[Path], list[str]]:
     return files, problems
 
 
-def label(path: Path, folders: dict[str, Path]) -> str:
-    """broad/NAME or probes/NAME for a file of a built set, CORPUS/NAME for a shared one."""
-    corpus = next((name for name, folder in folders.items() if path.parent == folder), path.parent.name)
-    return f"{corpus}/{path.name}"
-
-
 def manifests(folders: dict[str, Path]) -> dict[str, dict]:
     """Label -> MANIFEST.json item, for every file of the built sets."""
     found = {}
@@ -163,7 +157,7 @@ def measure_file(path: Path, presets: list[str], peers: dict[str, str], prefixes
     """The table, speed and peer-speed rows of one file, for each prefix length (0: the whole file;
     a prefix as long as the file is the whole file, measured once)."""
     whole = path.read_bytes()
-    item = manifests(folders).get(label(path, folders))
+    item = manifests(folders).get(corpus_label(path, folders))
     kind = item["kind"] if item else path.parent.name
     rows, speeds, peer_speeds = [], [], []
     for prefix in prefixes:
@@ -171,7 +165,7 @@ def measure_file(path: Path, presets: list[str], peers: dict[str, str], prefixes
             continue
         data = whole[:prefix] if prefix else whole
         n = len(data)
-        name = label(path, folders) + (f" [:{prefix:,}]" if prefix and prefix < len(whole) else "")
+        name = corpus_label(path, folders) + (f" [:{prefix:,}]" if prefix and prefix < len(whole) else "")
         mine = {p: ours(p, data) for p in presets}
         with tempfile.TemporaryDirectory() as tmp:
             src = Path(tmp) / path.name  # the same name as the whole file: archivers store it
@@ -241,7 +235,7 @@ def main() -> None:
     prefixes = [0 if size == "whole" else int(size) for size in args.prefix.split(",")]
     options = ["--presets", args.presets, "--prefix", args.prefix, "--broad", str(folders["broad"]), "--peers", args.peers]
     results = per_file(__file__, files, args, lambda path: measure_file(path, presets, found, prefixes, folders), options)
-    shown = {label(path, folders) for path in files}
+    shown = {corpus_label(path, folders) for path in files}
     head = "| file | kind | bytes | " + " | ".join([*(f"**{p}**" for p in presets), *found]) + " | best peer |\n"
     head += "|---|---|---:|" + "---:|" * (len(presets) + len(found) + 1) + "\n"
     versions = "; ".join(f"{name}: {peer_version(name, path)}" for name, path in found.items())

@@ -47,6 +47,13 @@ def corpus_path(name: str, folders: dict[str, Path]) -> Path:
     return folders[corpus] / rest if corpus in folders else CORPORA / name
 
 
+def corpus_label(path: Path, folders: dict[str, Path]) -> str:
+    """The name `corpus_path` takes for `path`: SET/NAME for a file of a built set, CORPUS/NAME for
+    a shared one."""
+    corpus = next((name for name, folder in folders.items() if path.parent == folder), path.parent.name)
+    return f"{corpus}/{path.name}"
+
+
 def provenance(threads: int) -> str:
     libs = ", ".join(f"{k} {v}" for k, v in accounting.library_versions().items())
     return (

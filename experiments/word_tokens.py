@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from common import DOCS, corpus_path, jobs_note, per_file, per_file_options, provenance
+from common import DOCS, corpus_label, corpus_path, jobs_note, per_file, per_file_options, provenance
 from corpus import BROAD
 
 from prequential.config import NO_COUNTS, preset
@@ -60,7 +60,7 @@ def one_file(path: Path, n_bytes: int) -> dict:
     data = path.read_bytes()[:n_bytes]
     default = preset("default")
     alone = default.replace(**NO_COUNTS, learning_rate=1e-3).validate()
-    name = f"broad/{path.name}" if path.parent == BROAD else f"{path.parent.name}/{path.name}"
+    name = corpus_label(path, {"broad": BROAD})
     row = {"file": name, "bytes": len(data), "cells": [], "seconds": []}
     for config in (default, alone):
         started = time.perf_counter()
