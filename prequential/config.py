@@ -52,6 +52,7 @@ class Config:
     count_states: int = 1  # calibration of counts per context state (model.py): 0 none, 1 cheap, 2 full
     count_select: int = 1  # 1: the mixing weights also get a learned offset per last byte
     count_state_rate: float = 10.0  # how many times faster than the rest those small tables learn
+    count_stream_rate: float = 5.0  # each stream's mixing weights get an offset learning this many times faster (0: off)
     count_weight_rate: float = 0.5  # how many times as fast as the rest the mixing weights' linear map learns (slower: item 18 of ratio.md)
     # Preprocessing (transform.py): 1 codes executables (ELF, PE, Mach-O) with their x86 call and
     # jump offsets made absolute, which repeats them.
@@ -262,6 +263,7 @@ _FLOAT_BOUNDS: dict[str, tuple[float, float]] = {
     "count_weight": (-100.0, 100.0),
     "count_state_rate": (1e-3, 1e3),
     "count_weight_rate": (1e-3, 1e3),
+    "count_stream_rate": (0.0, 1e3),
     "early_stop": (0.0, 1.0),
     "ema_decay": (0.0, 0.999999),
 }
@@ -284,6 +286,7 @@ PRESETS: dict[str, Config] = {
         # the indirect contexts and the selection); the tests turn them on where they check them.
         count_indirect=0,
         count_select=0,
+        count_stream_rate=0.0,
         count_shape=0,
         count_order0=0,
         count_nest=0,
@@ -299,7 +302,7 @@ PRESETS: dict[str, Config] = {
     # each: prose, a word list, a shared library, C, CSV, Chinese; docs/ratio.md, item 19), where
     # the full calibration of counts (count_states = 2) bought 0.1-0.3 % at a third of the speed.
     # A sync hash every 4096 segments: 64 K tokens, as the default's 256 of 8 x 32.
-    "strong": Config(streams=1, segment=16, learning_rate=1e-4, count_rows_log2=20, sync_segments=4096),
+    "strong": Config(streams=1, segment=16, learning_rate=1e-4, count_rows_log2=20, sync_segments=4096, count_stream_rate=0.0),
     # NNCP's default transformer shape (4 layers, d_model 256): much slower, barely stronger here.
     "large": Config(n_layers=4, d_model=256, n_heads=8, d_ff=1024),
     # For a GPU (--backend gpu): 25 M parameters, and 64 streams so that each step codes 64 bytes.

@@ -121,7 +121,11 @@ class CountMixer(nn.Module):
     w_k is linear in the position's hidden state and in how often the context was seen. With
     `select`, it also gets a learned offset per last byte (a weight set selected by the order-1
     context, as in paq8px's mixers): the hidden state knows the last byte too, but a table of
-    offsets learns in a few occurrences what a linear map of it learns in many.
+    offsets learns in a few occurrences what a linear map of it learns in many. With
+    `stream_rate`, each stream's weights also get an offset of their own, learning that many
+    times faster: the streams are far-apart stretches of the input, which may be of other kinds
+    (a file's header and its records, an executable's code and its data), and one shared mixing
+    adapts to their blend.
 
     With `states`, a channel's state (how many bytes its context has seen, in 12 log2 buckets, and
     how many distinct ones, in 6) picks learned corrections: a weight offset and an offset for the
@@ -144,13 +148,16 @@ class CountMixer(nn.Module):
     ops: Any
     select: int = 0
     weight_rate: float = 1.0
+    streams: int = 1
+    stream_rate: float = 0.0
 
-    def _lookup(self, name: str, value: float, state: jax.Array, *shape: int, states: int = 72) -> jax.Array:
+    def _lookup(self, name: str, value: float, state: jax.Array, *shape: int, states: int = 72, rate: float | None = None) -> jax.Array:
         """Each channel's entry for its state (..., K) in a learned table (K, states, *shape) that
-        starts at `value` and learns state_rate times faster."""
-        table = self.param(name, _constant(value / self.state_rate), (self.channels * states, *shape))
+        starts at `value` and learns `rate` (by default state_rate) times faster."""
+        rate = rate or self.state_rate
+        table = self.param(name, _constant(value / rate), (self.channels * states, *shape))
         rows = state + states * jnp.arange(self.channels)
-        return self.ops.times(self.ops.lookup(table, rows), self.state_rate)
+        return self.ops.times(self.ops.lookup(table, rows), rate)
 
     @nn.compact
     def __call__(self, logits: jax.Array, hidden: jax.Array, inputs: Any, last: jax.Array) -> jax.Array:
@@ -168,6 +175,10 @@ class CountMixer(nn.Module):
         if self.select:
             by_last = jnp.broadcast_to(last[..., None], weights.shape)
             weights = weights + self._lookup("select_weight", 0.0, by_last, states=counts.shape[-1] + 1)
+        if self.stream_rate:  # positions are (streams, ...): a training step's and a decoder step's
+            stream = jnp.arange(self.streams).reshape(-1, *[1] * (weights.ndim - 1))
+            by_stream = jnp.broadcast_to(stream, weights.shape)
+            weights = weights + self._lookup("stream_weight", 0.0, by_stream, states=self.streams, rate=self.stream_rate)
         if self.states:
             distinct = jnp.maximum(distinct, 1)
             seen_bucket = jnp.clip(_bit_length(seen + 1) - 1, 0, 11)  # floor(log2(seen + 1))
@@ -214,6 +225,8 @@ class Transformer(nn.Module):
                 ops,
                 c.count_select,
                 c.count_weight_rate,
+                c.streams,
+                c.count_stream_rate,
             )
         self.ops = ops
 

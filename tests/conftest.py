@@ -26,8 +26,8 @@ if shutil.which("taskset") is None:  # util-linux; every Debian-like machine has
 SAMPLE = (Path(__file__).parents[1] / "prequential" / "data" / "sample.txt").read_bytes()
 TINY = preset("tiny")  # the preset of the tests: compiles fastest
 # The tests share these few variations of it, so that each is compiled once per session.
-# Every kind of count channel (both indirect contexts) and the mixer's selection.
-CHANNELS = TINY.replace(count_indirect=2, count_shape=1, count_order0=1, count_nest=1, count_select=1)
+# Every kind of count channel (both indirect contexts), the mixer's selection and its per-stream offsets.
+CHANNELS = TINY.replace(count_indirect=2, count_shape=1, count_order0=1, count_nest=1, count_select=1, count_stream_rate=5.0)
 # the full calibration of counts, its tables at a rate other than the default (a test sees the config's)
 CALIBRATED = TINY.replace(count_states=2, count_state_rate=8.0)
 

@@ -90,6 +90,24 @@ def test_mixer_weight_offsets_are_selected_by_the_byte_before_each_prediction():
     assert not np.delete(moved, [1, 2, 3], axis=1).any()  # no other byte's
 
 
+def test_each_stream_learns_its_own_mixer_weight_offsets():
+    config = CHANNELS
+    learner = Learner.create(config)
+    state = learner.init()
+    rng = np.random.default_rng(3)
+    window = rng.integers(0, 256, (config.streams, config.window), dtype=np.int32)
+    targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
+    counts = CountInputs.of(rng.integers(0, 5, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16))
+    mask = np.zeros(targets.shape, bool)
+    mask[2] = True  # only the third stream's positions are scored
+    before = np.asarray(learner.tree(state.params)["params"]["mixer"]["stream_weight"])
+    after, *_ = learner.train(state, window, targets, mask, counts)
+    moved = np.abs(np.asarray(learner.tree(after.params)["params"]["mixer"]["stream_weight"]) - before)
+    moved = moved.reshape(config.count_channels, config.streams)
+    assert (moved[:, 2] > 0).all()  # every channel's offset for that stream learned
+    assert not np.delete(moved, 2, axis=1).any()  # no other stream's
+
+
 @pytest.mark.parametrize("config", [TINY.replace(count_states=0), TINY, CALIBRATED], ids=["0", "1", "2"])
 def test_counts_round_trip_with_each_calibration(config):
     data = b"a rose is a rose is a rose; " * 30

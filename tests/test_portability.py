@@ -15,8 +15,8 @@ def made(tmp_path_factory):
     """One file, made in a fresh process with every core the session has (up to two threads)."""
     folder = tmp_path_factory.mktemp("portable")
     (folder / "in").write_bytes(DATA)
-    # tiny with every kind of count channel and the mixer's selection, as the default has them
-    channels = "count_indirect = 2\ncount_shape = 1\ncount_order0 = 1\ncount_nest = 1\ncount_select = 1\n"
+    # tiny with every kind of count channel, the mixer's selection and per-stream offsets, as the default has them
+    channels = "count_indirect = 2\ncount_shape = 1\ncount_order0 = 1\ncount_nest = 1\ncount_select = 1\ncount_stream_rate = 5.0\n"
     (folder / "config.toml").write_text('preset = "tiny"\n' + channels)
     done = run_cli("compress", "-q", "-k", "--config", "config.toml", "--threads", THREADS, "in", cwd=folder)
     assert done.returncode == 0, done.stderr.decode()
