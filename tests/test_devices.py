@@ -27,7 +27,9 @@ except prequential.PrequentialError as err:
 def test_four_device_file_decodes_on_one_and_a_native_one_is_refused_on_two(tmp_path):
     data = SAMPLE[:3000]
     (tmp_path / "in").write_bytes(data)
-    done = run_cli("compress", "-q", "-k", "--preset", "tiny", "--devices", "4", "in", cwd=tmp_path)
+    # With per-stream mixing offsets: each device must look up its own streams' rows.
+    (tmp_path / "streams.toml").write_text('preset = "tiny"\ncount_stream_rate = 5.0\n')
+    done = run_cli("compress", "-q", "-k", "--config", "streams.toml", "--devices", "4", "in", cwd=tmp_path)
     assert done.returncode == 0, done.stderr.decode()
     info = run_cli("info", "in.pq", "--json", "i.json", cwd=tmp_path)
     assert json.loads((tmp_path / "i.json").read_text())["numerics"]["devices"] == 4, info.stderr.decode()
