@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from prequential.config import preset
+from prequential.counts import CountInputs
 
 ALL_CORES = sorted(os.sched_getaffinity(0))  # captured before any test pins this process
 # One persistent compilation cache for this process, the other test workers and every command
@@ -56,3 +58,11 @@ def one_line_error(done: subprocess.CompletedProcess) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("prequential: "), err
     return lines[0]
+
+
+def random_segment(config, rng, max_count: int = 30) -> tuple[np.ndarray, np.ndarray, CountInputs]:
+    """A training step's window (tokens and the start symbol), targets and counts below `max_count`, drawn at random."""
+    window = rng.integers(0, 257, (config.streams, config.window), dtype=np.int32)
+    targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
+    counts = CountInputs.of(rng.integers(0, max_count, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16))
+    return window, targets, counts

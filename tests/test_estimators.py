@@ -9,12 +9,11 @@ import math
 import jax
 import numpy as np
 import pytest
-from conftest import SAMPLE, TINY, one_line_error, run_cli
+from conftest import SAMPLE, TINY, one_line_error, random_segment, run_cli
 
 import prequential
 from prequential import api
 from prequential.config import ESTIMATORS, NO_COUNTS, estimator
-from prequential.counts import CountInputs
 from prequential.errors import ConfigError
 from prequential.learner import TEMPERATURES, learner_for
 from prequential.measure import measure
@@ -138,9 +137,7 @@ def test_teacher_forced_weights_equal_step_wise_ones_with_ema_and_calibration():
     learner = learner_for(config)  # shares the round trip's compiled functions
     state = learner.init()
     rng = np.random.default_rng(5)
-    window = rng.integers(0, 257, (config.streams, config.window), dtype=np.int32)
-    targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
-    counts = CountInputs.of(rng.integers(0, 30, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16))
+    window, targets, counts = random_segment(config, rng)
     mask = np.ones(targets.shape, bool)
     for _ in range(3):  # the EMA and the temperature move away from their start
         state = learner.train(state, window, targets, mask, counts)[0]

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import CALIBRATED, CHANNELS, SAMPLE, TINY
+from conftest import CALIBRATED, CHANNELS, SAMPLE, TINY, random_segment
 
 import prequential
 from prequential import api
@@ -331,14 +331,6 @@ def test_initial_values_have_the_asked_spread_and_no_float_randomness():
 # --- the learner: one set of integers, whichever way it is computed ------------------------------
 
 
-def _random_segment(config, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A training step's window, targets and counts, drawn at random."""
-    window = rng.integers(0, 257, (config.streams, config.window), dtype=np.int32)
-    targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
-    counts = CountInputs.of(rng.integers(0, 30, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16))
-    return window, targets, counts
-
-
 @pytest.mark.parametrize(
     "config",
     [TINY.replace(count_states=0), TINY, CALIBRATED, CHANNELS],
@@ -349,9 +341,9 @@ def test_teacher_forced_weights_are_the_decoders_step_wise_weights(config):
     state = learner.init()
     rng = np.random.default_rng(config.count_states)
     if config.count_select or config.count_stream_rate:  # offsets start at zero: train once, so that they differ
-        window, targets, counts = _random_segment(config, rng)
+        window, targets, counts = random_segment(config, rng)
         state, *_ = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
-    window, targets, counts = _random_segment(config, rng)
+    window, targets, counts = random_segment(config, rng)
     cache = learner.prefill(learner.prepare(state), window[:, : config.memory])
     stepped = []
     for i in range(config.segment):

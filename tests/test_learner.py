@@ -10,7 +10,7 @@ import weakref
 import jax
 import numpy as np
 import pytest
-from conftest import CALIBRATED, CHANNELS, SAMPLE, TINY
+from conftest import CALIBRATED, CHANNELS, SAMPLE, TINY, random_segment
 
 import prequential
 from prequential import intmath
@@ -55,9 +55,7 @@ def test_count_state_tables_move_state_rate_times_faster():
 def test_mixing_weights_are_stored_divided_by_weight_rate_and_move_that_much_slower():
     rng = np.random.default_rng(3)
     config = CHANNELS
-    window = rng.integers(0, 256, (config.streams, config.window), dtype=np.int32)
-    targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
-    counts = CountInputs.of(rng.integers(0, 5, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16))
+    window, targets, counts = random_segment(config, rng, max_count=5)
     valid = np.ones(targets.shape, bool)
     runs = {}
     for rate in (1.0, 0.5):
@@ -79,10 +77,8 @@ def test_mixer_weight_offsets_are_selected_by_the_byte_before_each_prediction():
     learner = Learner.create(config)
     state = learner.init()
     rng = np.random.default_rng(2)
-    window = rng.integers(0, 256, (config.streams, config.window), dtype=np.int32)
+    window, targets, counts = random_segment(config, rng, max_count=5)
     window[:, -config.segment :] = rng.integers(1, 4, (config.streams, config.segment))  # the scored positions' bytes: 1, 2, 3
-    targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
-    counts = CountInputs.of(rng.integers(0, 5, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16))
     before = np.asarray(learner.tree(state.params)["params"]["mixer"]["select_weight"])
     after, *_ = learner.train(state, window, targets, np.ones(targets.shape, bool), counts)
     moved = np.abs(np.asarray(learner.tree(after.params)["params"]["mixer"]["select_weight"]) - before).reshape(config.count_channels, 257)
@@ -95,9 +91,7 @@ def test_each_stream_learns_its_own_mixer_weight_offsets():
     learner = Learner.create(config)
     state = learner.init()
     rng = np.random.default_rng(3)
-    window = rng.integers(0, 256, (config.streams, config.window), dtype=np.int32)
-    targets = rng.integers(0, 256, (config.streams, config.segment), dtype=np.int32)
-    counts = CountInputs.of(rng.integers(0, 5, (config.streams, config.segment, config.count_channels, 256), dtype=np.uint16))
+    window, targets, counts = random_segment(config, rng, max_count=5)
     mask = np.zeros(targets.shape, bool)
     mask[2] = True  # only the third stream's positions are scored
     before = np.asarray(learner.tree(state.params)["params"]["mixer"]["stream_weight"])
